@@ -248,16 +248,24 @@ export async function unfold(
     if (plain.has(v)) return plain.get(v);
     return produced.has(v) ? produced.get(v)!.x : absent;
   };
-  const evaluate = async (
+  // Synchronous unless a `map` function returns a promise: most contexts
+  // never pay for a microtask per fold.
+  const evaluate = (
     args: readonly ArgData[],
-  ): Promise<unknown[] | string> => {
-    const xs: unknown[] = [];
-    for (const a of args) {
+    from = 0,
+    xs: unknown[] = [],
+  ): unknown[] | string | PromiseLike<unknown[] | string> => {
+    for (let i = from; i < args.length; i++) {
+      const a = args[i];
       if (a.kind === "map") {
-        const inner = await evaluate(a.args as unknown as ArgData[]);
-        if (typeof inner === "string") return inner;
-        xs.push(await settle(a.k(...inner), signal));
-        continue;
+        const inner = evaluate(a.args as unknown as ArgData[]);
+        const apply = (ys: unknown[] | string) => {
+          if (typeof ys === "string") return ys;
+          const x = settle(a.k(...ys), signal);
+          const next = (y: unknown) => evaluate(args, i + 1, [...xs, y]);
+          return isThenable(x) ? x.then(next) : next(x);
+        };
+        return isThenable(inner) ? inner.then(apply) : apply(inner);
       }
       const x = lookup(a.value);
       if (x !== absent) xs.push(x);
@@ -282,11 +290,13 @@ export async function unfold(
       signal?.throwIfAborted();
       const name = f.value.name;
       try {
-        const xs = await evaluate(f.args);
+        let xs = evaluate(f.args);
+        if (isThenable(xs)) xs = await xs;
         if (typeof xs === "string") {
           onEvent?.({ type: "fold-skipped", value: name, reason: xs });
         } else {
-          const x = await settle(f.k(...xs), signal);
+          let x = settle(f.k(...xs), signal);
+          if (isThenable(x)) x = await x;
           onEvent?.({
             type: "fold-applied",
             value: name,
