@@ -4,8 +4,6 @@
  * @module
  */
 
-declare const phantom: unique symbol;
-
 /**
  * A witness for values of type `T`: a typed key into a {@linkcode Context}.
  * Two witnesses with the same name are different; identity is the object.
@@ -14,7 +12,7 @@ export interface Value<T> {
   /** The name, for traces and error messages. */
   readonly name: string;
   /** Carries `T` for type inference only; never set. */
-  readonly [phantom]?: T;
+  readonly "~type"?: T;
 }
 
 /**
@@ -41,7 +39,7 @@ export interface Arg<T> {
   /** Which kind of argument this is. */
   readonly kind: "req" | "opt" | "dft" | "map";
   /** Carries `T` for type inference only; never set. */
-  readonly [phantom]?: T;
+  readonly "~type"?: T;
 }
 
 /** Maps a tuple of arguments to the tuple of the values they give. */

@@ -1,0 +1,368 @@
+/**
+ * The accept side: serve every flow a listener accepts with a handler, with
+ * an optional per-flow upgrade (TLS plugs in here) and a graceful shutdown.
+ *
+ * @example An echo server over TCP
+ * ```ts
+ * import { serve } from "@mimic/mimic/serve";
+ * import assert from "node:assert/strict";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using _server = serve(listener, async (flow) => {
+ *   const buf = new Uint8Array(1024);
+ *   for (let n; (n = await flow.read(buf)) !== null;) {
+ *     await flow.write(buf.subarray(0, n));
+ *   }
+ * });
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * await conn.write(new TextEncoder().encode("hi"));
+ * await conn.closeWrite();
+ * assert.equal(await new Response(conn.readable).text(), "hi");
+ * ```
+ *
+ * @module
+ */
+
+import type { Flow } from "./flow.ts";
+
+export type { Flow };
+
+/**
+ * Handles one accepted (and upgraded) flow. The server closes the flow once
+ * the returned promise settles. `signal` is aborted when the server shuts
+ * down, so long-running handlers can stop early.
+ *
+ * @example A handler that greets until shutdown
+ * ```ts
+ * import type { ServeHandler } from "@mimic/mimic/serve";
+ *
+ * const greet: ServeHandler = async (flow, signal) => {
+ *   const hello = new TextEncoder().encode("hello\n");
+ *   while (!signal.aborted) {
+ *     await flow.write(hello);
+ *     await new Promise((resolve) => setTimeout(resolve, 1000));
+ *   }
+ * };
+ * ```
+ */
+export type ServeHandler = (
+  flow: Flow,
+  signal: AbortSignal,
+) => void | Promise<void>;
+
+/**
+ * Options for {@linkcode serve}.
+ *
+ * @example Options with an upgrade and an error reporter
+ * ```ts
+ * import type { ServeOptions } from "@mimic/mimic/serve";
+ *
+ * const controller = new AbortController();
+ * const options: ServeOptions = {
+ *   signal: controller.signal,
+ *   // e.g. (flow) => acceptTls(flow, { cert, key }) from "@mimic/mimic/tls"
+ *   upgrade: (flow) => Promise.resolve(flow),
+ *   onError: (error) => console.warn("connection failed:", error),
+ *   closeOnShutdown: true,
+ * };
+ * ```
+ */
+export interface ServeOptions {
+  /** Aborting it shuts the server down, as {@linkcode Server.shutdown}. */
+  signal?: AbortSignal;
+  /**
+   * Upgrades each accepted flow before the handler sees it (e.g.
+   * `(flow) => acceptTls(flow, { cert, key })`). It runs concurrently per
+   * flow, and receives a signal aborted at shutdown. If it rejects, the raw
+   * flow is closed and the error reported through `onError`.
+   */
+  upgrade?: (flow: Flow, signal: AbortSignal) => Promise<Flow>;
+  /**
+   * Receives every error of a handler, an upgrade or the listener; it never
+   * stops the server, except that an error of the listener's iterator ends
+   * accepting. Default: `console.error` prefixed with `serve():` and what
+   * failed.
+   */
+  onError?: (error: unknown) => void;
+  /**
+   * When `true`, shutting down also closes every flow still being handled
+   * (so handlers blocked on an idle peer end promptly), and the errors these
+   * handlers and upgrades then throw are not reported. Default: `false`,
+   * shutdown waits for handlers to finish by themselves.
+   *
+   * @default {false}
+   */
+  closeOnShutdown?: boolean;
+}
+
+/**
+ * A running server, as returned by {@linkcode serve}.
+ *
+ * @example Shut down, then wait
+ * ```ts
+ * import { listenPipe } from "@mimic/mimic/pipe";
+ * import { serve } from "@mimic/mimic/serve";
+ *
+ * const server = serve(listenPipe(), (flow) => flow.closeWrite());
+ * await server.shutdown(); // the listener is closed, handlers settled
+ * await server.finished; // already resolved
+ * ```
+ */
+export interface Server extends AsyncDisposable {
+  /**
+   * Resolves (never rejects) once the listener is closed and every handler
+   * has settled.
+   */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, closes the listener, aborts the handlers' signal and
+   * waits for the handlers to settle (see
+   * {@linkcode ServeOptions.closeOnShutdown}). Idempotent: resolves as
+   * {@linkcode Server.finished}. A handler must not await it, or it waits
+   * for itself.
+   *
+   * @returns {@linkcode Server.finished}.
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Serves every flow `listener` yields with `handler`, one call per flow, all
+ * running concurrently. The server owns the listener and the flows:
+ *
+ * - each flow is upgraded by `options.upgrade` (if any), then handed to
+ *   `handler`; once the handler settles, the flow is closed (and so is the
+ *   raw flow under an upgraded one; closing twice is harmless, errors of
+ *   `close` are ignored);
+ * - an error thrown by a handler or an upgrade is reported through
+ *   `options.onError` and never stops the server; an error thrown by the
+ *   listener's iterator (e.g. `accept` failing) is reported and ends
+ *   accepting;
+ * - shutting down (`shutdown()`, `await using`, or aborting `options.signal`)
+ *   stops accepting and closes the listener: `close()` for a `Deno.Listener`
+ *   or any iterable with a `close()` method, and `return()` on its iterator.
+ *   Handlers are not killed; the server waits for them, and `finished`
+ *   resolves once all settled. The listener is also closed when its iterator
+ *   ends or fails;
+ * - no promise it makes ever rejects unhandled.
+ *
+ * A flow accepted but not yet handed to a handler when shutdown starts is
+ * closed. An `AsyncIterable` listener with a `close()` method must end a
+ * pending `next()` when closed (as `Deno.Listener` and `PipeListener` do);
+ * one without `close()` has its pending `next()` abandoned at shutdown (a
+ * flow it yields afterwards is closed).
+ *
+ * @param listener A `Deno.Listener` (TCP, Unix, TLS), a `PipeListener`, or
+ *   any async iterable of flows.
+ * @param handler Handles one flow; see {@linkcode ServeHandler}.
+ * @param options A shutdown signal, an upgrade, an error reporter.
+ * @returns The running server.
+ *
+ * @example A Unix socket server with an upgrade, stopped by a signal
+ * ```ts
+ * import { serve } from "@mimic/mimic/serve";
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const path = `${dir}/echo.sock`;
+ * const controller = new AbortController();
+ * const server = serve(
+ *   Deno.listen({ transport: "unix", path }),
+ *   async (flow) => {
+ *     await flow.write(new TextEncoder().encode("hello"));
+ *   },
+ *   { signal: controller.signal },
+ * );
+ * const conn = await Deno.connect({ transport: "unix", path });
+ * assert.equal(await new Response(conn.readable).text(), "hello");
+ * controller.abort();
+ * await server.finished;
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function serve(
+  listener: Deno.Listener | AsyncIterable<Flow>,
+  handler: ServeHandler,
+  options: ServeOptions = {},
+): Server {
+  return new FlowServer(listener, handler, options);
+}
+
+const STOP: unique symbol = Symbol("stop");
+
+function closeQuietly(flow: Flow): void {
+  try {
+    flow.close();
+  } catch {
+    // Already closed (e.g. a Deno.Conn closed by the handler).
+  }
+}
+
+class FlowServer implements Server {
+  readonly finished: Promise<void>;
+  readonly #listener: AsyncIterable<Flow>;
+  readonly #handler: ServeHandler;
+  readonly #upgrade: ServeOptions["upgrade"];
+  readonly #onError: ServeOptions["onError"];
+  readonly #closeOnShutdown: boolean;
+  readonly #controller = new AbortController();
+  #wake: ((stop: typeof STOP) => void) | undefined;
+  #iterator: AsyncIterator<Flow> | undefined;
+  #listenerClosed = false;
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #flows = new Set<Flow>();
+
+  constructor(
+    listener: AsyncIterable<Flow>,
+    handler: ServeHandler,
+    options: ServeOptions,
+  ) {
+    this.#listener = listener;
+    this.#handler = handler;
+    this.#upgrade = options.upgrade;
+    this.#onError = options.onError;
+    this.#closeOnShutdown = options.closeOnShutdown ?? false;
+    const signal = options.signal;
+    const onAbort = (): void => this.#stop();
+    if (signal?.aborted) this.#stop();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    this.finished = this.#run().then(() => {
+      signal?.removeEventListener("abort", onAbort);
+    });
+  }
+
+  shutdown(): Promise<void> {
+    this.#stop();
+    return this.finished;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  #stop(): void {
+    if (this.#controller.signal.aborted) return;
+    this.#controller.abort(
+      new DOMException("The server is shutting down", "AbortError"),
+    );
+    this.#wake?.(STOP);
+    this.#closeListener();
+    if (this.#closeOnShutdown) {
+      for (const flow of this.#flows) closeQuietly(flow);
+    }
+  }
+
+  async #run(): Promise<void> {
+    try {
+      if (!this.#controller.signal.aborted) {
+        this.#iterator = this.#listener[Symbol.asyncIterator]();
+      }
+      while (this.#iterator && !this.#controller.signal.aborted) {
+        const next = this.#iterator.next();
+        // A fresh promise per accept, so no reaction piles up on a shared one.
+        const stopped = new Promise<typeof STOP>((resolve) => {
+          this.#wake = resolve;
+        });
+        const result = await Promise.race([next, stopped]);
+        this.#wake = undefined;
+        if (result === STOP) {
+          await this.#abandon(next);
+          break;
+        }
+        if (result.done) break;
+        this.#spawn(result.value);
+      }
+    } catch (error) {
+      if (!this.#controller.signal.aborted) {
+        this.#report("accepting failed", error);
+      }
+    }
+    this.#closeListener();
+    await Promise.allSettled(this.#tasks);
+  }
+
+  /** Settles a `next()` pending at shutdown; closes a flow it yields. */
+  async #abandon(next: Promise<IteratorResult<Flow>>): Promise<void> {
+    const settled = next.then(
+      (result) => {
+        if (!result.done) closeQuietly(result.value);
+      },
+      () => {},
+    );
+    // A listener we could close ends its pending accept: wait for it, so no
+    // operation is left pending. Otherwise, let it go.
+    if (typeof (this.#listener as { close?: unknown }).close === "function") {
+      await settled;
+    }
+  }
+
+  #closeListener(): void {
+    if (this.#listenerClosed) return;
+    this.#listenerClosed = true;
+    const iterator = this.#iterator;
+    if (iterator?.return) {
+      try {
+        iterator.return().catch(() => {});
+      } catch {
+        // A synchronous throw of return() is as good as done.
+      }
+    }
+    const listener = this.#listener as { close?: () => void };
+    if (typeof listener.close === "function") {
+      try {
+        listener.close();
+      } catch (error) {
+        if (!(error instanceof Deno.errors.BadResource)) {
+          this.#report("closing the listener failed", error);
+        }
+      }
+    }
+  }
+
+  #spawn(flow: Flow): void {
+    const task = this.#handle(flow);
+    this.#tasks.add(task);
+    task.then(() => this.#tasks.delete(task));
+  }
+
+  async #handle(raw: Flow): Promise<void> {
+    const signal = this.#controller.signal;
+    this.#flows.add(raw);
+    let flow = raw;
+    try {
+      if (this.#closeOnShutdown && signal.aborted) return;
+      if (this.#upgrade) {
+        try {
+          flow = await this.#upgrade(raw, signal);
+        } catch (error) {
+          if (!this.#forced()) this.#report("an upgrade failed", error);
+          return;
+        }
+        this.#flows.add(flow);
+        if (this.#closeOnShutdown && signal.aborted) return;
+      }
+      await this.#handler(flow, signal);
+    } catch (error) {
+      if (!this.#forced()) this.#report("a handler failed", error);
+    } finally {
+      closeQuietly(flow);
+      if (flow !== raw) closeQuietly(raw);
+      this.#flows.delete(flow);
+      this.#flows.delete(raw);
+    }
+  }
+
+  /** Whether flows were closed by shutdown, making their errors expected. */
+  #forced(): boolean {
+    return this.#closeOnShutdown && this.#controller.signal.aborted;
+  }
+
+  #report(what: string, error: unknown): void {
+    try {
+      if (this.#onError) this.#onError(error);
+      else console.error(`serve(): ${what}:`, error);
+    } catch (thrown) {
+      console.error("serve(): onError threw:", thrown, "reporting:", error);
+    }
+  }
+}
