@@ -140,6 +140,11 @@ const unfolded = new WeakMap<readonly Endpoint[], Unfolded>();
 
 const absent = Symbol("absent");
 
+function asyncClose(this: Flow): Promise<void> {
+  this.close();
+  return Promise.resolve();
+}
+
 function isThenable(x: unknown): x is PromiseLike<unknown> {
   return typeof (x as PromiseLike<unknown> | null)?.then === "function";
 }
@@ -221,6 +226,7 @@ export async function unfold(
     }
   }
   plains.reverse();
+  if (folds.length === 0) return sorted(plains, [], [], onEvent);
 
   // Topological order (Kahn), at the granularity of witnesses: a fold waits
   // until every fold of each witness it reads (with no plain value) is done.
@@ -357,17 +363,30 @@ export async function unfold(
     }
   }
 
-  const rank = (e: Endpoint): number => {
-    const p = protocolOf(e.value);
-    if (p === undefined) return Infinity;
-    return p.priority ?? Number.MAX_VALUE;
-  };
-  const endpoints = [...plains, ...computed]
+  return sorted(plains, computed, cycle, onEvent, failed);
+}
+
+function rank(e: Endpoint): number {
+  const p = protocolOf(e.value);
+  if (p === undefined) return Infinity;
+  return p.priority ?? Number.MAX_VALUE;
+}
+
+/** Rule 3: plain values, then computed ones, stably sorted by priority. */
+function sorted(
+  plains: Endpoint[],
+  computed: Endpoint[],
+  cycle: readonly string[],
+  onEvent: ResolveOptions["onEvent"],
+  folds: readonly Attempt[] = [],
+): Endpoint[] {
+  const all = computed.length === 0 ? plains : [...plains, ...computed];
+  const endpoints = all.length < 2 ? all : all
     .map((e, i) => ({ e, i, r: rank(e) }))
     .sort((a, b) => a.r - b.r || a.i - b.i)
     .map(({ e }) => e);
   onEvent?.({ type: "candidates", names: endpoints.map((e) => e.value.name) });
-  unfolded.set(endpoints, { cycle, folds: failed });
+  unfolded.set(endpoints, { cycle, folds });
   return endpoints;
 }
 
@@ -385,12 +404,13 @@ export async function unfold(
  *
  * @param endpoints The candidates, as {@linkcode unfold} sorts them.
  * @param options A signal and a trace hook.
- * @returns The first flow that connects.
+ * @returns The first flow that connects; it has `Symbol.asyncDispose`
+ * (closing it) even when the protocol's flow did not.
  */
 export async function connect(
   endpoints: readonly Endpoint[],
   options?: ResolveOptions,
-): Promise<Flow> {
+): Promise<Flow & AsyncDisposable> {
   const { onEvent } = options ?? {};
   const signal = options?.signal ?? new AbortController().signal;
   const attempts: Attempt[] = [];
@@ -406,12 +426,25 @@ export async function connect(
       continue;
     }
     onEvent?.({ type: "connecting", protocol: p.name });
-    const pending = Promise.resolve().then(() => p.connect(data, signal));
+    let pending: Promise<Flow>;
     try {
-      const flow = await settle(pending, signal);
+      pending = p.connect(data, signal);
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    try {
+      // Only a caller's signal can abort: without one, skip the race.
+      const flow = await (options?.signal ? settle(pending, signal) : pending);
       p.flows.add(flow);
+      if (!(Symbol.asyncDispose in flow)) {
+        Object.defineProperty(flow, Symbol.asyncDispose, {
+          value: asyncClose,
+          configurable: true,
+          writable: true,
+        });
+      }
       onEvent?.({ type: "connected", protocol: p.name });
-      return flow;
+      return flow as Flow & AsyncDisposable;
     } catch (error) {
       if (signal.aborted) {
         // A connect that ignores the signal must not leak its flow.
@@ -450,6 +483,6 @@ export async function connect(
 export async function resolve(
   ctx: Context,
   options?: ResolveOptions,
-): Promise<Flow> {
+): Promise<Flow & AsyncDisposable> {
   return await connect(await unfold(ctx, options), options);
 }

@@ -1,0 +1,216 @@
+// Ratios of the tcp protocol against Deno.connect on loopback.
+//
+//   deno run -A bench/tcp_ratios.ts [rounds]
+//
+// Connect: each round makes 1,000 sequential connections each way, in
+// alternating blocks of 50 (so drift and noise hit every way alike); the
+// medians over the rounds are compared: target ≤ 1.05 (resolve / direct,
+// time per connect). A third way, resolve() of a bare protocol that is
+// Deno.connect and nothing else, splits the overhead between the core
+// (unfold, connect) and the tcp protocol (validation, signal, no-delay).
+//
+// Bulk: each round sends 64 MiB several times each way to a sink, with 64 KiB
+// and with 1 MiB writes; target ≥ 0.95 (resolved / direct, MB/s). The
+// resolved flow *is* a Deno.TcpConn, so the only difference is TCP_NODELAY,
+// which the tcp protocol turns on; "direct+nodelay" shows its own effect.
+import { empty, register, resolve } from "../mod.ts";
+import { tcp } from "../src/tcp.ts";
+
+const HOST = "127.0.0.1";
+const CONNECTS = 1000;
+const BLOCK = 50;
+const BULK = 64 * 1024 * 1024;
+const CHUNKS = [64 * 1024, 1024 * 1024];
+const TRANSFERS = 4;
+const ROUNDS = Number(Deno.args[0] ?? 7);
+
+const acceptor = Deno.listen({ hostname: HOST, port: 0 });
+const sink = Deno.listen({ hostname: HOST, port: 0 });
+
+async function serveAcceptor(): Promise<void> {
+  try {
+    for await (const conn of acceptor) conn.close();
+  } catch {
+    // Closed at the end.
+  }
+}
+
+async function drain(conn: Deno.Conn): Promise<void> {
+  try {
+    const buf = new Uint8Array(1024 * 1024);
+    while (await conn.read(buf) !== null) { /* discard */ }
+    await conn.write(new TextEncoder().encode("ok"));
+  } catch {
+    // The client went away.
+  } finally {
+    conn.close();
+  }
+}
+
+async function serveSink(): Promise<void> {
+  const drains: Promise<void>[] = [];
+  try {
+    for await (const conn of sink) drains.push(drain(conn));
+  } catch {
+    // Closed at the end.
+  }
+  await Promise.all(drains);
+}
+
+const serving = [serveAcceptor(), serveSink()];
+
+const at = (port: number) => ({ hostname: HOST, port });
+const tcpCtx = empty.add(tcp.endpoint, at(acceptor.addr.port));
+const sinkCtx = empty.add(tcp.endpoint, at(sink.addr.port));
+const nagleCtx = empty.add(tcp.endpoint, {
+  ...at(sink.addr.port),
+  noDelay: false,
+});
+const bare = register(
+  "bare-tcp",
+  (e: { hostname: string; port: number }) => Deno.connect(e),
+);
+const bareCtx = empty.add(bare.endpoint, at(acceptor.addr.port));
+
+/** Writes 64 MiB in `chunk`-sized writes, half-closes, waits for "ok". */
+async function transfer(conn: Deno.Conn, chunk: number): Promise<void> {
+  const payload = new Uint8Array(chunk).fill(0x6d);
+  for (let sent = 0; sent < BULK; sent += chunk) {
+    let off = 0;
+    while (off < chunk) off += await conn.write(payload.subarray(off));
+  }
+  await conn.closeWrite();
+  const buf = new Uint8Array(8);
+  while (await conn.read(buf) !== null) { /* "ok" */ }
+  conn.close();
+}
+
+const connects = {
+  direct: async (): Promise<void> =>
+    (await Deno.connect(at(acceptor.addr.port))).close(),
+  core: async (): Promise<void> => (await resolve(bareCtx)).close(),
+  resolved: async (): Promise<void> => (await resolve(tcpCtx)).close(),
+};
+type ConnectWay = keyof typeof connects;
+
+const opens = {
+  direct: (): Promise<Deno.Conn> => Deno.connect(at(sink.addr.port)),
+  "direct+nodelay": async (): Promise<Deno.Conn> => {
+    const conn = await Deno.connect(at(sink.addr.port));
+    conn.setNoDelay(true);
+    return conn;
+  },
+  resolved: async (): Promise<Deno.Conn> =>
+    await resolve(sinkCtx) as Deno.TcpConn,
+  "resolved noDelay:false": async (): Promise<Deno.Conn> =>
+    await resolve(nagleCtx) as Deno.TcpConn,
+};
+type BulkWay = keyof typeof opens;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function rotate<T>(xs: readonly T[], by: number): T[] {
+  return xs.map((_, i) => xs[(i + by) % xs.length]);
+}
+
+const usPerConnect: Record<ConnectWay, number[]> = {
+  direct: [],
+  core: [],
+  resolved: [],
+};
+const mbPerSecond = new Map<string, number[]>();
+const bulkKey = (way: BulkWay, chunk: number) => `${way} ${chunk}`;
+
+// Warm up every path (JIT, the servers' loops).
+for (const connect of Object.values(connects)) {
+  for (let i = 0; i < 200; i++) await connect();
+}
+for (const open of Object.values(opens)) await transfer(await open(), 65536);
+
+const connectWays = Object.keys(connects) as ConnectWay[];
+const bulkWays = Object.keys(opens) as BulkWay[];
+for (let round = 0; round < ROUNDS; round++) {
+  const order = rotate(connectWays, round);
+  const spent: Record<ConnectWay, number> = { direct: 0, core: 0, resolved: 0 };
+  for (let done = 0; done < CONNECTS; done += BLOCK) {
+    for (const way of order) {
+      const t0 = performance.now();
+      for (let i = 0; i < BLOCK; i++) await connects[way]();
+      spent[way] += performance.now() - t0;
+    }
+  }
+  for (const way of order) {
+    usPerConnect[way].push(spent[way] * 1000 / CONNECTS);
+  }
+  for (const chunk of CHUNKS) {
+    const took = new Map<BulkWay, number>();
+    for (let i = 0; i < TRANSFERS; i++) {
+      for (const way of rotate(bulkWays, round + i)) {
+        const conn = await opens[way]();
+        const t0 = performance.now();
+        await transfer(conn, chunk);
+        took.set(way, (took.get(way) ?? 0) + performance.now() - t0);
+      }
+    }
+    for (const [way, ms] of took) {
+      const key = bulkKey(way, chunk);
+      const list = mbPerSecond.get(key) ?? [];
+      list.push(TRANSFERS * BULK / 1e6 / (ms / 1000));
+      mbPerSecond.set(key, list);
+    }
+  }
+}
+
+acceptor.close();
+sink.close();
+await Promise.all(serving);
+
+const fmt = (x: number, d = 3) => x.toFixed(d);
+const verdict = (ok: boolean) => ok ? "ok" : "MISSED";
+const paired = (xs: number[], ys: number[]) =>
+  median(xs.map((x, i) => x / ys[i]));
+
+console.log(
+  `${ROUNDS} rounds: ${CONNECTS} connects each way; ` +
+    `${TRANSFERS} × 64 MiB each way per write size`,
+);
+const c = {
+  direct: median(usPerConnect.direct),
+  core: median(usPerConnect.core),
+  resolved: median(usPerConnect.resolved),
+};
+const connectRatio = c.resolved / c.direct;
+console.log(
+  `connect: Deno.connect ${fmt(c.direct, 1)} µs, resolve(tcp) ` +
+    `${fmt(c.resolved, 1)} µs: ratio ${fmt(connectRatio)} (paired ${
+      fmt(paired(usPerConnect.resolved, usPerConnect.direct))
+    }), target ≤ 1.05 ${verdict(connectRatio <= 1.05)}`,
+);
+console.log(
+  `  the core alone, resolve(bare Deno.connect protocol): ` +
+    `${fmt(c.core, 1)} µs, ratio ${fmt(c.core / c.direct)}; ` +
+    `the tcp protocol on top of it: ratio ${fmt(c.resolved / c.core)}`,
+);
+for (const chunk of CHUNKS) {
+  const get = (way: BulkWay) => mbPerSecond.get(bulkKey(way, chunk))!;
+  const direct = median(get("direct"));
+  const nodelay = median(get("direct+nodelay"));
+  const resolved = median(get("resolved"));
+  const nagle = median(get("resolved noDelay:false"));
+  const ratio = resolved / direct;
+  console.log(
+    `bulk, ${chunk / 1024} KiB writes: Deno.connect ${fmt(direct, 0)} MB/s, ` +
+      `resolved ${fmt(resolved, 0)} MB/s: ratio ${fmt(ratio)} (paired ${
+        fmt(paired(get("resolved"), get("direct")))
+      }), target ≥ 0.95 ${verdict(ratio >= 0.95)}; ` +
+      `vs Deno.connect+setNoDelay ${fmt(nodelay, 0)} MB/s: ratio ${
+        fmt(resolved / nodelay)
+      }; resolved with noDelay: false ${fmt(nagle, 0)} MB/s: ratio ${
+        fmt(nagle / direct)
+      }`,
+  );
+}
