@@ -304,7 +304,7 @@ async function echo(flow: {
 }
 
 async function roundTrip(ctx: Context): Promise<string> {
-  await using flow = await resolve(ctx) as Deno.Conn;
+  await using flow = await resolve(ctx);
   await flow.write(new TextEncoder().encode("hello"));
   await flow.closeWrite();
   const buf = new Uint8Array(16);
