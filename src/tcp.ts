@@ -233,12 +233,22 @@ function asyncDispose(this: Deno.Conn): Promise<void> {
   return Promise.resolve();
 }
 
-/** Gives a connection what every mimic flow has: `Symbol.asyncDispose`. */
+function idempotentClose(this: Deno.Conn): void {
+  // Deno's Symbol.dispose closes without throwing when already closed, as
+  // the Flow contract asks of close().
+  this[Symbol.dispose]();
+}
+
+/**
+ * Gives a connection what every mimic flow has: `Symbol.asyncDispose`, and a
+ * `close()` that is idempotent (Deno's throws `BadResource` the second time).
+ */
 function disposable<C extends Deno.Conn>(conn: C): C & AsyncDisposable {
-  // A plain assignment (not defineProperty) keeps this off the connect path.
+  // Plain assignments (not defineProperty) keep this off the connect path.
   if (!(Symbol.asyncDispose in conn)) {
     (conn as Partial<AsyncDisposable>)[Symbol.asyncDispose] = asyncDispose;
   }
+  conn.close = idempotentClose;
   return conn as C & AsyncDisposable;
 }
 

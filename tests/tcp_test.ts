@@ -658,3 +658,18 @@ Deno.test("tcp resolves a host name through an injected resolver and echoes", as
   }
   await served;
 });
+
+Deno.test("tcp flows close idempotently, as the Flow contract asks", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const flow = await resolve(
+    empty.add(tcp.endpoint, {
+      hostname: "127.0.0.1",
+      port: listener.addr.port,
+    }),
+  );
+  const server = await listener.accept();
+  flow.close();
+  flow.close();
+  await flow[Symbol.asyncDispose]();
+  server.close();
+});
