@@ -1,0 +1,538 @@
+//! mimic TLS engine: rustls 0.23 (ring provider) compiled to
+//! wasm32-unknown-unknown and driven sans-IO from TypeScript
+//! (`src/_engine.ts`).
+//!
+//! ABI: plain C exports, no wasm-bindgen. All integers are i32 (wasm32
+//! `usize`). Buffers are passed as (ptr, len) into the exported `memory`; the
+//! host allocates them with `mimic_alloc` and releases them with `mimic_free`.
+//! Results that are variable-length (errors, handshake info) are left in an
+//! engine-owned "result buffer" read through `mimic_result_ptr` /
+//! `mimic_result_len`, valid until the next export call.
+//!
+//! Host imports (module `env`):
+//! - `mimic_now_ms() -> f64`: wall-clock time in ms since the Unix epoch.
+//! - `mimic_random(ptr, len)`: fill `len` bytes at `ptr` with CSPRNG output.
+//! - `mimic_panic(ptr, len)`: a panic's message (UTF-8), just before the trap.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod alloc_count;
+mod errors;
+mod options;
+
+use std::cell::UnsafeCell;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::{ClientConnection, Connection, ServerConnection};
+
+use errors::{EngineError, ErrorKind};
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+// ---------------------------------------------------------------------------
+// Host imports
+// ---------------------------------------------------------------------------
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn mimic_now_ms() -> f64;
+    fn mimic_panic(ptr: *const u8, len: usize);
+}
+// `env.mimic_random(ptr, len)` is imported by shims/getrandom (ring's RNG).
+
+
+/// Wall-clock time from the host (`Date.now()`); `SystemTime::now()` panics on
+/// wasm32-unknown-unknown and is never reached.
+#[derive(Debug)]
+pub(crate) struct HostTime;
+
+impl rustls::time_provider::TimeProvider for HostTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        // SAFETY: plain host call without pointers.
+        let ms = unsafe { mimic_now_ms() };
+        if !(ms >= 0.0) || !ms.is_finite() {
+            return None;
+        }
+        Some(UnixTime::since_unix_epoch(core::time::Duration::from_millis(ms as u64)))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Engine state (single-threaded)
+// ---------------------------------------------------------------------------
+
+/// Per-connection bound on buffered outgoing TLS / not-yet-encrypted plaintext.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+enum Config {
+    Client(Arc<rustls::ClientConfig>),
+    Server(Arc<rustls::ServerConfig>),
+}
+
+struct Conn {
+    conn: Connection,
+    /// Server name sent by the client (None for an IP address), client side.
+    sni: Option<String>,
+}
+
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Slab<T> {
+    const fn new() -> Self {
+        Self { items: Vec::new(), free: Vec::new() }
+    }
+    fn insert(&mut self, v: T) -> i32 {
+        if let Some(i) = self.free.pop() {
+            self.items[i as usize] = Some(v);
+            i as i32 + 1
+        } else {
+            self.items.push(Some(v));
+            self.items.len() as i32
+        }
+    }
+    fn get(&mut self, h: i32) -> Option<&mut T> {
+        if h <= 0 {
+            return None;
+        }
+        self.items.get_mut(h as usize - 1).and_then(|x| x.as_mut())
+    }
+    fn remove(&mut self, h: i32) -> Option<T> {
+        if h <= 0 {
+            return None;
+        }
+        let v = self.items.get_mut(h as usize - 1).and_then(|x| x.take());
+        if v.is_some() {
+            self.free.push(h as u32 - 1);
+        }
+        v
+    }
+}
+
+struct Engine {
+    configs: Slab<Config>,
+    conns: Slab<Conn>,
+    result: Vec<u8>,
+}
+
+struct Global(UnsafeCell<Engine>);
+// SAFETY: wasm32-unknown-unknown without threads: there is one thread.
+unsafe impl Sync for Global {}
+
+static ENGINE: Global = Global(UnsafeCell::new(Engine {
+    configs: Slab::new(),
+    conns: Slab::new(),
+    result: Vec::new(),
+}));
+
+fn engine() -> &'static mut Engine {
+    // SAFETY: single-threaded; exports never re-enter each other and each
+    // export takes this reference once.
+    unsafe { &mut *ENGINE.0.get() }
+}
+
+/// Records an error in the result buffer (`code\0alert\0message`) and
+/// returns the status for it: -1 for TLS errors, -2 for invalid options.
+fn fail(e: &mut Engine, err: EngineError) -> i32 {
+    e.result.clear();
+    e.result.extend_from_slice(err.code.as_bytes());
+    e.result.push(0);
+    e.result.extend_from_slice(err.alert.unwrap_or("").as_bytes());
+    e.result.push(0);
+    e.result.extend_from_slice(err.message.as_bytes());
+    match err.kind {
+        ErrorKind::Tls => -1,
+        ErrorKind::Options => -2,
+    }
+}
+
+fn no_conn(e: &mut Engine) -> i32 {
+    fail(e, EngineError::tls("Closed", "no such connection".into()))
+}
+
+unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: caller guarantees a valid (ptr, len) inside linear memory.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+unsafe fn slice_mut<'a>(ptr: *mut u8, len: usize) -> &'a mut [u8] {
+    if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: caller guarantees a valid (ptr, len) inside linear memory.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Memory exports
+// ---------------------------------------------------------------------------
+
+/// Allocates `len` bytes (alignment 8) for the host; 0 on failure.
+#[no_mangle]
+pub extern "C" fn mimic_alloc(len: usize) -> *mut u8 {
+    let layout = match std::alloc::Layout::from_size_align(len.max(1), 8) {
+        Ok(l) => l,
+        Err(_) => return std::ptr::null_mut(),
+    };
+    // SAFETY: non-zero size layout.
+    unsafe { std::alloc::alloc(layout) }
+}
+
+/// Frees a block returned by `mimic_alloc(len)`.
+///
+/// # Safety
+/// `ptr` must come from `mimic_alloc` with the same `len`.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_free(ptr: *mut u8, len: usize) {
+    if ptr.is_null() {
+        return;
+    }
+    let layout = std::alloc::Layout::from_size_align(len.max(1), 8).unwrap();
+    // SAFETY: per the contract above.
+    unsafe { std::alloc::dealloc(ptr, layout) }
+}
+
+/// Pointer to the result buffer (error or handshake info of the last call).
+#[no_mangle]
+pub extern "C" fn mimic_result_ptr() -> *const u8 {
+    engine().result.as_ptr()
+}
+
+/// Length of the result buffer.
+#[no_mangle]
+pub extern "C" fn mimic_result_len() -> usize {
+    engine().result.len()
+}
+
+/// Bytes currently allocated by the engine's heap (for memory measurements).
+#[no_mangle]
+pub extern "C" fn mimic_heap_bytes() -> usize {
+    alloc_count::allocated()
+}
+
+/// Initialises the engine: installs a panic hook that reports the panic's
+/// message to the host (`env.mimic_panic`) before the trap. Call once.
+#[no_mangle]
+pub extern "C" fn mimic_init() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string();
+        // SAFETY: (ptr, len) is a valid UTF-8 buffer for the call's duration.
+        unsafe { mimic_panic(msg.as_ptr(), msg.len()) };
+    }));
+}
+
+/// Panics (a wasm trap, panic=abort): for testing trap containment only.
+#[no_mangle]
+pub extern "C" fn mimic_debug_trap() {
+    panic!("mimic_debug_trap");
+}
+
+// ---------------------------------------------------------------------------
+// Configs
+// ---------------------------------------------------------------------------
+
+/// Builds a client config from encoded options (see `options.rs`). Returns a
+/// handle > 0, or -2 for invalid options (result buffer holds the error).
+///
+/// # Safety
+/// (ptr, len) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_client_config_new(ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let opts = unsafe { slice(ptr, len) };
+    let e = engine();
+    match options::client_config(opts) {
+        Ok(c) => e.configs.insert(Config::Client(c)),
+        Err(err) => fail(e, err),
+    }
+}
+
+/// Builds a server config from encoded options. Handle > 0, or -2.
+///
+/// # Safety
+/// (ptr, len) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_server_config_new(ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let opts = unsafe { slice(ptr, len) };
+    let e = engine();
+    match options::server_config(opts) {
+        Ok(c) => e.configs.insert(Config::Server(c)),
+        Err(err) => fail(e, err),
+    }
+}
+
+/// Releases a config handle (connections using it keep it alive).
+#[no_mangle]
+pub extern "C" fn mimic_config_free(h: i32) {
+    engine().configs.remove(h);
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+/// Parses a hostname: IP literals (optionally `[v6]`) become IP addresses.
+fn server_name(host: &str) -> Result<ServerName<'static>, EngineError> {
+    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    let h = h.strip_suffix('.').unwrap_or(h);
+    ServerName::try_from(h.to_string())
+        .map_err(|_| EngineError::options(format!("invalid hostname: {host:?}")))
+}
+
+/// New client connection for config `cfg` and hostname (UTF-8 at ptr/len).
+/// Returns a connection handle > 0, -1 (TLS error) or -2 (invalid hostname).
+///
+/// # Safety
+/// (ptr, len) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_client_new(cfg: i32, ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let host = unsafe { slice(ptr, len) };
+    let e = engine();
+    let config = match e.configs.get(cfg) {
+        Some(Config::Client(c)) => c.clone(),
+        _ => return fail(e, EngineError::options("not a client config handle".into())),
+    };
+    let host = match std::str::from_utf8(host) {
+        Ok(h) => h,
+        Err(_) => return fail(e, EngineError::options("hostname is not UTF-8".into())),
+    };
+    let name = match server_name(host) {
+        Ok(n) => n,
+        Err(err) => return fail(e, err),
+    };
+    let sni = match &name {
+        ServerName::DnsName(d) => Some(d.as_ref().to_string()),
+        _ => None,
+    };
+    match ClientConnection::new(config, name) {
+        Ok(mut c) => {
+            c.set_buffer_limit(Some(BUFFER_LIMIT));
+            e.conns.insert(Conn { conn: c.into(), sni })
+        }
+        Err(err) => fail(e, errors::from_rustls(&err)),
+    }
+}
+
+/// New server connection for config `cfg`. Handle > 0, or < 0 on error.
+#[no_mangle]
+pub extern "C" fn mimic_server_new(cfg: i32) -> i32 {
+    let e = engine();
+    let config = match e.configs.get(cfg) {
+        Some(Config::Server(c)) => c.clone(),
+        _ => return fail(e, EngineError::options("not a server config handle".into())),
+    };
+    match ServerConnection::new(config) {
+        Ok(mut c) => {
+            c.set_buffer_limit(Some(BUFFER_LIMIT));
+            e.conns.insert(Conn { conn: c.into(), sni: None })
+        }
+        Err(err) => fail(e, errors::from_rustls(&err)),
+    }
+}
+
+/// Releases a connection. Unknown handles are ignored.
+#[no_mangle]
+pub extern "C" fn mimic_conn_free(h: i32) {
+    engine().conns.remove(h);
+}
+
+/// Feeds TLS bytes received from the peer and processes them. Returns the
+/// number of bytes consumed (fewer than `len` when the received-plaintext
+/// buffer is full: read first), or -1 on a TLS error (result buffer holds
+/// it; outgoing TLS may still hold an alert). `len == 0` signals the
+/// transport's EOF.
+///
+/// # Safety
+/// (ptr, len) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let data = unsafe { slice(ptr, len) };
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let conn = &mut c.conn;
+    if data.is_empty() {
+        // Reading from an empty slice returns Ok(0): rustls records the EOF.
+        let _ = conn.read_tls(&mut &data[..]);
+        return match conn.process_new_packets() {
+            Ok(_) => 0,
+            Err(err) => fail(e, errors::from_rustls(&err)),
+        };
+    }
+    let mut rest = data;
+    while !rest.is_empty() {
+        match conn.read_tls(&mut rest) {
+            Ok(0) => {
+                // close_notify already received: the rest is ignored.
+                rest = &[];
+                break;
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Other => break, // plaintext full
+            Err(err) => {
+                let msg = err.to_string();
+                // Surface a pending TLS error if there is one, else bad input.
+                if let Err(tls) = conn.process_new_packets() {
+                    return fail(e, errors::from_rustls(&tls));
+                }
+                return fail(e, EngineError::tls("BadInput", msg));
+            }
+        }
+        if let Err(err) = conn.process_new_packets() {
+            return fail(e, errors::from_rustls(&err));
+        }
+    }
+    (data.len() - rest.len()) as i32
+}
+
+/// Writes outgoing TLS bytes into (ptr, cap). Returns the count (0: none).
+///
+/// # Safety
+/// (ptr, cap) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_conn_take(h: i32, ptr: *mut u8, cap: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let mut out = unsafe { slice_mut(ptr, cap) };
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let mut total = 0usize;
+    while c.conn.wants_write() && !out.is_empty() {
+        match c.conn.write_tls(&mut out) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(_) => break,
+        }
+    }
+    total as i32
+}
+
+/// Reads decrypted plaintext into (ptr, cap). Returns the count (> 0), 0 when
+/// none is available yet, -3 after a clean close_notify, -4 when the
+/// transport ended without close_notify (UnexpectedEof), -1 on other errors.
+///
+/// # Safety
+/// (ptr, cap) must be a valid buffer in linear memory, cap > 0.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_conn_read(h: i32, ptr: *mut u8, cap: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let buf = unsafe { slice_mut(ptr, cap) };
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    if buf.is_empty() {
+        return 0;
+    }
+    match c.conn.reader().read(buf) {
+        Ok(0) => -3,
+        Ok(n) => n as i32,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => -4,
+        Err(err) => fail(e, EngineError::tls("TlsFailure", err.to_string())),
+    }
+}
+
+/// Encrypts plaintext from (ptr, len). Returns the count accepted (fewer when
+/// the outgoing buffer limit is reached).
+///
+/// # Safety
+/// (ptr, len) must be a valid buffer in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_conn_write(h: i32, ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: per the contract above.
+    let data = unsafe { slice(ptr, len) };
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    match c.conn.writer().write(data) {
+        Ok(n) => n as i32,
+        Err(err) => fail(e, EngineError::tls("TlsFailure", err.to_string())),
+    }
+}
+
+/// Queues a close_notify alert.
+#[no_mangle]
+pub extern "C" fn mimic_conn_close_notify(h: i32) {
+    if let Some(c) = engine().conns.get(h) {
+        c.conn.send_close_notify();
+    }
+}
+
+/// State bits: 1 handshaking, 2 wants_write, 4 wants_read. -1 if unknown.
+#[no_mangle]
+pub extern "C" fn mimic_conn_state(h: i32) -> i32 {
+    match engine().conns.get(h) {
+        Some(c) => {
+            (c.conn.is_handshaking() as i32)
+                | ((c.conn.wants_write() as i32) << 1)
+                | ((c.conn.wants_read() as i32) << 2)
+        }
+        None => -1,
+    }
+}
+
+fn put_field(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
+/// Writes handshake info into the result buffer and returns its length, or
+/// -1 if the handshake has not completed. Layout: fields as
+/// `u32 LE length (0xFFFFFFFF = null) + bytes`: protocol, cipher suite,
+/// ALPN, server name, then `u32` certificate count and each DER certificate.
+#[no_mangle]
+pub extern "C" fn mimic_conn_info(h: i32) -> i32 {
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    if c.conn.is_handshaking() {
+        return fail(e, EngineError::tls("TlsFailure", "handshake not complete".into()));
+    }
+    let conn = &c.conn;
+    let mut out = std::mem::take(&mut e.result);
+    out.clear();
+    let proto = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    put_field(&mut out, Some(proto.as_bytes()));
+    // IANA names: rustls spells the TLS 1.3 suites "TLS13_*".
+    let suite = conn.negotiated_cipher_suite().map(|s| match s.suite().as_str() {
+        Some(n) => match n.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => n.to_string(),
+        },
+        None => format!("{:?}", s.suite()),
+    });
+    put_field(&mut out, suite.as_deref().map(str::as_bytes));
+    put_field(&mut out, conn.alpn_protocol());
+    let sni: Option<&str> = match conn {
+        Connection::Client(_) => c.sni.as_deref(),
+        Connection::Server(s) => s.server_name(),
+    };
+    put_field(&mut out, sni.map(str::as_bytes));
+    let certs = conn.peer_certificates().unwrap_or(&[]);
+    out.extend_from_slice(&(certs.len() as u32).to_le_bytes());
+    for cert in certs {
+        put_field(&mut out, Some(cert.as_ref()));
+    }
+    e.result = out;
+    e.result.len() as i32
+}
