@@ -156,7 +156,11 @@ function settle<T>(
 ): T | Promise<T> {
   if (!isThenable(x)) return x;
   if (signal === undefined) return Promise.resolve(x);
-  signal.throwIfAborted();
+  if (signal.aborted) {
+    // Abandoned: its rejection must not go unhandled (it would crash Deno).
+    Promise.resolve(x).catch(() => {});
+    throw signal.reason;
+  }
   return new Promise<T>((ok, ko) => {
     const abort = () => ko(signal.reason);
     signal.addEventListener("abort", abort, { once: true });
@@ -455,6 +459,9 @@ export async function connect(
       onEvent?.({ type: "connect-failed", protocol: p.name, error });
     }
   }
+  // Aborted after the last attempt (or with no candidate at all): the
+  // signal's reason, not NotFoundError.
+  signal.throwIfAborted();
   const info = unfolded.get(endpoints);
   if (attempts.length === 0 && info !== undefined && info.cycle.length > 0) {
     throw new CycleError(info.cycle);
