@@ -10,13 +10,21 @@
  * {@linkcode serve} with a handler, for any listener.
  *
  * With no arguments it runs the demo on loopback: a TCP server on
- * 127.0.0.1 (port 0) and a Unix socket server in a temporary directory, the
- * same client over both, then shuts them down.
+ * 127.0.0.1 (port 0), a Unix socket server in a temporary directory and a
+ * TLS server (TCP on 127.0.0.1, with the test certificate of
+ * `tests/fixtures/`), the same client over each, then shuts them down. For
+ * TLS the server is {@linkcode serve} with its `tls` option, and the client
+ * is `fromUri("tls://localhost:<port>")` with the test CA added as
+ * {@linkcode tlsOptions}: the protocol code does not change.
  *
  * ```sh
  * deno run --allow-net --allow-read --allow-write examples/ping_pong.ts
  * deno run --allow-net --allow-read --allow-write examples/ping_pong.ts --server unix:/tmp/ping.sock
  * deno run --allow-net --allow-read --allow-write examples/ping_pong.ts --client unix:/tmp/ping.sock
+ * deno run --allow-net --allow-read --allow-write examples/ping_pong.ts --server tls://127.0.0.1:8443 \
+ *   --cert-file tests/fixtures/localhost.pem --key-file tests/fixtures/localhost.key
+ * deno run --allow-net --allow-read --allow-write examples/ping_pong.ts --client tls://localhost:8443 \
+ *   --ca-file tests/fixtures/ca.pem
  * ```
  *
  * Adding a transport to the demo is one entry in {@linkcode demos}.
@@ -31,8 +39,12 @@ import {
   resolve,
   type ResolveOptions,
 } from "../mod.ts";
-import { serve, type ServeOptions } from "../src/serve.ts";
-import { fromUri, host, path, port, scheme } from "../src/uri.ts";
+import {
+  serve,
+  type ServeOptions,
+  type TlsServerOptions,
+} from "../src/serve.ts";
+import { fromUri, host, path, port, scheme, tlsOptions } from "../src/uri.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -287,19 +299,30 @@ export function unixUri(socket: string): string {
   return `unix:${socket.split("/").map(encodeURIComponent).join("/")}`;
 }
 
-/** Listens where a `fromUri` context says: `tcp://host:port` or `unix:/path`. */
+/**
+ * Listens where a `fromUri` context says: `tcp://host:port`, `unix:/path`,
+ * or `tls://host:port` (a TCP listener: TLS is `serve`'s `tls` option).
+ */
 function listen(uri: string): Deno.Listener {
   const ctx = fromUri(uri);
   switch (ctx.get(scheme)) {
     case "tcp":
+    case "tls":
       return Deno.listen({ hostname: ctx.get(host)!, port: ctx.get(port)! });
     case "unix":
       return Deno.listen({ transport: "unix", path: ctx.get(path)! });
     default:
       throw new TypeError(
-        `Cannot serve ${uri}: only tcp:// and unix: URLs can be served`,
+        `Cannot serve ${uri}: only tcp://, tls:// and unix: URLs can be served`,
       );
   }
+}
+
+/** Reads one of the test certificates or keys of `tests/fixtures/`. */
+function fixture(name: string): Promise<string> {
+  return Deno.readTextFile(
+    new URL(`../tests/fixtures/${name}`, import.meta.url),
+  );
 }
 
 // --- 4. The demo: one entry per transport -----------------------------------
@@ -312,22 +335,28 @@ export interface Demo {
   listen(dir: string): Deno.Listener;
   /** The URL of the listener. */
   uri(listener: Deno.Listener): string;
-  /** Added under the URL's values (e.g. TLS settings); default `empty`. */
-  base?: Context;
-  /** Upgrades each accepted flow (e.g. `acceptTls`); see `serve`. */
+  /**
+   * The client's context, under the URL's values (e.g. the CA to trust, as
+   * {@linkcode tlsOptions}); made when the demo runs. Default `empty`.
+   */
+  base?(): Promise<Context>;
+  /** The server's TLS (see `serve`'s `tls`), made when the demo runs. */
+  tls?(): Promise<TlsServerOptions>;
+  /** Upgrades each accepted flow (after TLS, if any); see `serve`. */
   upgrade?: ServeOptions["upgrade"];
 }
 
 /**
- * The transports the demo runs, in order. A TLS entry listens as TCP, gives
- * a `tls://` URL, an `upgrade` that accepts TLS and a `base` with the test CA.
+ * The transports the demo runs, in order. The TLS entry listens as TCP,
+ * gives a `tls://` URL, has `serve` accept TLS with the test certificate
+ * and gives the client the test CA as {@linkcode tlsOptions}.
  *
  * @example
  * ```ts
  * import { demos } from "./ping_pong.ts";
  * import assert from "node:assert/strict";
  *
- * assert.deepEqual(demos.map((d) => d.name), ["tcp", "unix"]);
+ * assert.deepEqual(demos.map((d) => d.name), ["tcp", "unix", "tls"]);
  * ```
  */
 export const demos: Demo[] = [
@@ -342,14 +371,18 @@ export const demos: Demo[] = [
       Deno.listen({ transport: "unix", path: `${dir}/ping.sock` }),
     uri: (l) => unixUri((l.addr as Deno.UnixAddr).path),
   },
-  // TLS, when src/tls.ts lands (test certificates in tests/):
-  // {
-  //   name: "tls",
-  //   listen: () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  //   uri: (l) => `tls://127.0.0.1:${(l.addr as Deno.NetAddr).port}`,
-  //   upgrade: (flow, signal) => acceptTls(flow, { cert, key, signal }),
-  //   base: <a context giving the client the test CA>,
-  // },
+  {
+    name: "tls",
+    listen: () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+    // The name the certificate is for (it also has the IP 127.0.0.1).
+    uri: (l) => `tls://localhost:${(l.addr as Deno.NetAddr).port}`,
+    tls: async () => ({
+      cert: await fixture("localhost.pem"),
+      key: await fixture("localhost.key"),
+    }),
+    base: async () =>
+      empty.add(tlsOptions, { caCerts: [await fixture("ca.pem")] }),
+  },
 ];
 
 function format(ms: number): string {
@@ -363,18 +396,21 @@ async function runDemo(rounds: number): Promise<number> {
   try {
     console.log(`ping-pong: ${rounds} round trips over each transport`);
     for (const demo of demos) {
+      const tls = await demo.tls?.();
+      const base = await demo.base?.() ?? empty;
       const listener = demo.listen(dir);
       const uri = demo.uri(listener);
       let answered = 0;
       const server = serve(listener, async (flow) => {
         answered += await answerPings(flow);
       }, {
+        tls,
         upgrade: demo.upgrade,
         closeOnShutdown: true,
         onError: (e) => console.error(`${demo.name} server: ${message(e)}`),
       });
       try {
-        const ctx = fromUri(uri, demo.base ?? empty);
+        const ctx = fromUri(uri, base);
         const r = await client(ctx, { rounds });
         console.log(
           `${
@@ -400,9 +436,29 @@ async function runDemo(rounds: number): Promise<number> {
   return failures === 0 ? 0 : 1;
 }
 
+/** Files given on the command line. */
+interface Files {
+  /** PEM CA certificates the client trusts for `tls://`. */
+  ca?: string;
+  /** The server's PEM certificate chain for `tls://`. */
+  cert?: string;
+  /** The server's PEM private key for `tls://`. */
+  key?: string;
+}
+
 /** Runs one client over `uri`. */
-async function runClient(uri: string, rounds: number): Promise<number> {
-  const r = await client(fromUri(uri), { rounds });
+async function runClient(
+  uri: string,
+  rounds: number,
+  files: Files,
+): Promise<number> {
+  let base = empty;
+  if (files.ca !== undefined) {
+    base = base.add(tlsOptions, {
+      caCerts: [await Deno.readTextFile(files.ca)],
+    });
+  }
+  const r = await client(fromUri(uri, base), { rounds });
   console.log(
     `${uri}: ${r.rounds} round trips over ${r.protocol} in ${
       format(r.milliseconds)
@@ -412,7 +468,21 @@ async function runClient(uri: string, rounds: number): Promise<number> {
 }
 
 /** Serves on `uri` until SIGINT or SIGTERM. */
-async function runServer(uri: string): Promise<number> {
+async function runServer(uri: string, files: Files): Promise<number> {
+  const secure = fromUri(uri).get(scheme) === "tls";
+  if (secure !== (files.cert !== undefined && files.key !== undefined)) {
+    throw new TypeError(
+      secure
+        ? `Cannot serve ${uri}: --cert-file and --key-file are required`
+        : `Cannot serve ${uri}: --cert-file and --key-file are for tls:// only`,
+    );
+  }
+  const tls = secure
+    ? {
+      cert: await Deno.readTextFile(files.cert!),
+      key: await Deno.readTextFile(files.key!),
+    }
+    : undefined;
   const listener = listen(uri);
   const controller = new AbortController();
   const stop = () => controller.abort();
@@ -423,12 +493,13 @@ async function runServer(uri: string): Promise<number> {
     answered += await answerPings(flow);
   }, {
     signal: controller.signal,
+    tls,
     closeOnShutdown: true,
     onError: (e) => console.error(`server: ${message(e)}`),
   });
   const addr = listener.addr;
   const where = addr.transport === "tcp"
-    ? `tcp://${
+    ? `${secure ? "tls" : "tcp"}://${
       addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
     }:${addr.port}`
     : uri;
@@ -450,12 +521,18 @@ const USAGE = `Usage: ping_pong.ts [--rounds N] [--client URI | --server URI]
 
 A line-based ping-pong over any transport mimic resolves.
 
-  (no option)     run the demo: a TCP and a Unix socket server on loopback,
-                  the same client over each, then shut down
-  --client URI    play against a server at URI (tcp://host:port, unix:/path)
-  --server URI    serve at URI (tcp://host:port, unix:/path) until Ctrl-C
-  --rounds N      round trips per client (default: 100)
-  -h, --help      print this help
+  (no option)      run the demo: a TCP, a Unix socket and a TLS server on
+                   loopback, the same client over each, then shut down
+  --client URI     play against a server at URI (tcp://host:port,
+                   unix:/path, tls://host:port)
+  --server URI     serve at URI (tcp://host:port, unix:/path,
+                   tls://host:port) until Ctrl-C
+  --ca-file PEM    the CA certificates a tls:// client trusts (default:
+                   the built-in Mozilla roots)
+  --cert-file PEM  the certificate chain of a tls:// server
+  --key-file PEM   the private key of a tls:// server
+  --rounds N       round trips per client (default: 100)
+  -h, --help       print this help
 
 Permissions: --allow-net --allow-read --allow-write`;
 
@@ -476,6 +553,7 @@ export async function main(args: string[]): Promise<number> {
   let mode: "demo" | "client" | "server" = "demo";
   let uri = "";
   let rounds = 100;
+  const files: Files = {};
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = args[i].startsWith("--") && args[i].includes("=")
       ? [
@@ -501,6 +579,21 @@ export async function main(args: string[]): Promise<number> {
         uri = x;
         break;
       }
+      case "--ca-file":
+      case "--cert-file":
+      case "--key-file": {
+        const x = operand();
+        if (x === undefined || x === "") {
+          return usage(`${flag} needs a file name`);
+        }
+        const which = ({
+          "--ca-file": "ca",
+          "--cert-file": "cert",
+          "--key-file": "key",
+        } as const)[flag];
+        files[which] = x;
+        break;
+      }
       case "--rounds": {
         const n = Number(operand());
         if (!Number.isInteger(n) || n < 1) {
@@ -513,9 +606,22 @@ export async function main(args: string[]): Promise<number> {
         return usage(`unknown argument ${JSON.stringify(args[i])}`);
     }
   }
+  if (mode === "demo" && Object.keys(files).length > 0) {
+    return usage(
+      "--ca-file, --cert-file and --key-file need --client or --server",
+    );
+  }
+  if (
+    mode === "client" && (files.cert !== undefined || files.key !== undefined)
+  ) {
+    return usage("--cert-file and --key-file are for --server");
+  }
+  if (mode === "server" && files.ca !== undefined) {
+    return usage("--ca-file is for --client");
+  }
   try {
-    if (mode === "client") return await runClient(uri, rounds);
-    if (mode === "server") return await runServer(uri);
+    if (mode === "client") return await runClient(uri, rounds, files);
+    if (mode === "server") return await runServer(uri, files);
     return await runDemo(rounds);
   } catch (e) {
     console.error(`error: ${message(e)}`);

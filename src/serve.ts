@@ -1,6 +1,8 @@
 /**
  * The accept side: serve every flow a listener accepts with a handler, with
- * an optional per-flow upgrade (TLS plugs in here) and a graceful shutdown.
+ * optional TLS (`tls: { cert, key }`, over the package's own engine, so over
+ * any listener of flows), an optional per-flow upgrade and a graceful
+ * shutdown.
  *
  * @example An echo server over TCP
  * ```ts
@@ -24,8 +26,9 @@
  */
 
 import type { Flow } from "./flow.ts";
+import type { TlsServerOptions } from "./tls.ts";
 
-export type { Flow };
+export type { Flow, TlsServerOptions };
 
 /**
  * Handles one accepted (and upgraded) flow. The server closes the flow once
@@ -53,14 +56,17 @@ export type ServeHandler = (
 /**
  * Options for {@linkcode serve}.
  *
- * @example Options with an upgrade and an error reporter
+ * @example Options with TLS, an upgrade and an error reporter
  * ```ts
  * import type { ServeOptions } from "@mimic/mimic/serve";
  *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * const controller = new AbortController();
  * const options: ServeOptions = {
  *   signal: controller.signal,
- *   // e.g. (flow) => acceptTls(flow, { cert, key }) from "@mimic/mimic/tls"
+ *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
+ *   // Runs on the TLS flow, once the handshake is complete.
  *   upgrade: (flow) => Promise.resolve(flow),
  *   onError: (error) => console.warn("connection failed:", error),
  *   closeOnShutdown: true,
@@ -71,10 +77,27 @@ export interface ServeOptions {
   /** Aborting it shuts the server down, as {@linkcode Server.shutdown}. */
   signal?: AbortSignal;
   /**
-   * Upgrades each accepted flow before the handler sees it (e.g.
-   * `(flow) => acceptTls(flow, { cert, key })`). It runs concurrently per
-   * flow, and receives a signal aborted at shutdown. If it rejects, the raw
-   * flow is closed and the error reported through `onError`.
+   * Accepts TLS on each flow (with {@linkcode acceptTls} from `./tls`)
+   * before `upgrade` and the handler see it: the handler gets the TLS flow,
+   * its handshake complete. The handshakes run concurrently, one per flow;
+   * a failed one (a client that does not trust the certificate, speaks no
+   * TLS, or goes away) closes the flow and is reported through `onError`
+   * as a `TlsError`, and the server goes on. Shutting down aborts the
+   * handshakes in progress (not reported); so does `tls.signal`.
+   *
+   * The TLS engine is loaded when the first flow is accepted, not before,
+   * so malformed PEM (a `TypeError`) is reported per flow, like a failed
+   * handshake. `cert` and `key` are checked to be strings at once.
+   *
+   * It composes with `upgrade`: TLS first, then `upgrade` on the TLS flow.
+   * A listener that already speaks TLS (`Deno.listenTls`) needs neither.
+   */
+  tls?: TlsServerOptions;
+  /**
+   * Upgrades each accepted flow before the handler sees it (after TLS, when
+   * `tls` is given: it then receives the TLS flow). It runs concurrently
+   * per flow, and receives a signal aborted at shutdown. If it rejects, the
+   * raw flow is closed and the error reported through `onError`.
    */
   upgrade?: (flow: Flow, signal: AbortSignal) => Promise<Flow>;
   /**
@@ -130,12 +153,13 @@ export interface Server extends AsyncDisposable {
  * Serves every flow `listener` yields with `handler`, one call per flow, all
  * running concurrently. The server owns the listener and the flows:
  *
- * - each flow is upgraded by `options.upgrade` (if any), then handed to
- *   `handler`; once the handler settles, the flow is closed (and so is the
- *   raw flow under an upgraded one; closing twice is harmless, errors of
- *   `close` are ignored);
- * - an error thrown by a handler or an upgrade is reported through
- *   `options.onError` and never stops the server; an error thrown by the
+ * - each flow gets a TLS handshake when `options.tls` is given, is then
+ *   upgraded by `options.upgrade` (if any), then handed to `handler`; once
+ *   the handler settles, the flow is closed (and so is the raw flow under
+ *   an upgraded one; closing twice is harmless, errors of `close` are
+ *   ignored);
+ * - an error thrown by a handler, a TLS handshake or an upgrade is reported
+ *   through `options.onError` and never stops the server; an error thrown by the
  *   listener's iterator (e.g. `accept` failing) is reported and ends
  *   accepting;
  * - shutting down (`shutdown()`, `await using`, or aborting `options.signal`)
@@ -155,8 +179,10 @@ export interface Server extends AsyncDisposable {
  * @param listener A `Deno.Listener` (TCP, Unix, TLS), a `PipeListener`, or
  *   any async iterable of flows.
  * @param handler Handles one flow; see {@linkcode ServeHandler}.
- * @param options A shutdown signal, an upgrade, an error reporter.
+ * @param options A shutdown signal, TLS, an upgrade, an error reporter.
  * @returns The running server.
+ * @throws {TypeError} When `options.tls` is given without `cert` and `key`
+ *   as strings.
  *
  * @example A Unix socket server with an upgrade, stopped by a signal
  * ```ts
@@ -179,13 +205,67 @@ export interface Server extends AsyncDisposable {
  * await server.finished;
  * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @example TLS on a TCP listener, for Deno's own TLS client
+ * ```ts
+ * import { serve } from "@mimic/mimic/serve";
+ * import assert from "node:assert/strict";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using _server = serve(listener, async (flow) => {
+ *   await flow.write(new TextEncoder().encode("hello over TLS"));
+ *   await flow.closeWrite(); // close_notify
+ * }, {
+ *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
+ * });
+ * const conn = await Deno.connectTls({
+ *   hostname: "localhost",
+ *   port: listener.addr.port,
+ *   caCerts: [await pem("ca.pem")],
+ * });
+ * assert.equal(await new Response(conn.readable).text(), "hello over TLS");
+ * ```
  */
 export function serve(
   listener: Deno.Listener | AsyncIterable<Flow>,
   handler: ServeHandler,
   options: ServeOptions = {},
 ): Server {
+  const tls = options.tls;
+  if (
+    tls !== undefined &&
+    (typeof tls?.cert !== "string" || typeof tls?.key !== "string")
+  ) {
+    throw new TypeError(
+      "Cannot serve with TLS: cert and key are required, as PEM strings",
+    );
+  }
   return new FlowServer(listener, handler, options);
+}
+
+/** `./tls.ts`, imported on first use: the TLS engine is large. */
+let tlsModule: Promise<typeof import("./tls.ts")> | undefined;
+
+/** Accepts TLS on `flow`, aborted by `signal` too. */
+async function acceptTlsLazily(
+  flow: Flow,
+  options: TlsServerOptions,
+  signal: AbortSignal,
+): Promise<Flow> {
+  tlsModule ??= import("./tls.ts").catch((error) => {
+    tlsModule = undefined; // the next flow tries again
+    throw error;
+  });
+  const { acceptTls } = await tlsModule;
+  signal.throwIfAborted();
+  return await acceptTls(flow, {
+    ...options,
+    signal: options.signal === undefined
+      ? signal
+      : AbortSignal.any([options.signal, signal]),
+  });
 }
 
 const STOP: unique symbol = Symbol("stop");
@@ -202,6 +282,7 @@ class FlowServer implements Server {
   readonly finished: Promise<void>;
   readonly #listener: AsyncIterable<Flow>;
   readonly #handler: ServeHandler;
+  readonly #tls: TlsServerOptions | undefined;
   readonly #upgrade: ServeOptions["upgrade"];
   readonly #onError: ServeOptions["onError"];
   readonly #closeOnShutdown: boolean;
@@ -219,6 +300,7 @@ class FlowServer implements Server {
   ) {
     this.#listener = listener;
     this.#handler = handler;
+    this.#tls = options.tls === undefined ? undefined : { ...options.tls };
     this.#upgrade = options.upgrade;
     this.#onError = options.onError;
     this.#closeOnShutdown = options.closeOnShutdown ?? false;
@@ -327,28 +409,47 @@ class FlowServer implements Server {
 
   async #handle(raw: Flow): Promise<void> {
     const signal = this.#controller.signal;
+    // The raw flow, then the TLS flow over it, then the upgraded one.
+    const layers = [raw];
+    const wrap = (flow: Flow): void => {
+      if (flow === layers[layers.length - 1]) return;
+      layers.push(flow);
+      this.#flows.add(flow);
+    };
     this.#flows.add(raw);
-    let flow = raw;
     try {
       if (this.#closeOnShutdown && signal.aborted) return;
+      if (this.#tls) {
+        try {
+          wrap(await acceptTlsLazily(raw, this.#tls, signal));
+        } catch (error) {
+          // A handshake aborted by shutdown is no failure to report.
+          const stopped = signal.aborted && error === signal.reason;
+          if (!stopped && !this.#forced()) {
+            this.#report("a TLS handshake failed", error);
+          }
+          return;
+        }
+        if (this.#closeOnShutdown && signal.aborted) return;
+      }
       if (this.#upgrade) {
         try {
-          flow = await this.#upgrade(raw, signal);
+          wrap(await this.#upgrade(layers[layers.length - 1], signal));
         } catch (error) {
           if (!this.#forced()) this.#report("an upgrade failed", error);
           return;
         }
-        this.#flows.add(flow);
         if (this.#closeOnShutdown && signal.aborted) return;
       }
-      await this.#handler(flow, signal);
+      await this.#handler(layers[layers.length - 1], signal);
     } catch (error) {
       if (!this.#forced()) this.#report("a handler failed", error);
     } finally {
-      closeQuietly(flow);
-      if (flow !== raw) closeQuietly(raw);
-      this.#flows.delete(flow);
-      this.#flows.delete(raw);
+      // Outermost first: a TLS flow sends close_notify before its transport goes.
+      for (let i = layers.length - 1; i >= 0; i--) {
+        closeQuietly(layers[i]);
+        this.#flows.delete(layers[i]);
+      }
     }
   }
 

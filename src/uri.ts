@@ -13,10 +13,18 @@
  * |---|---|---|
  * | `tcp://host:port` (port required) | scheme, host, port | `tcp` `{ hostname, port }` |
  * | `http://host[:port]/path` (port 80) | scheme, host, port, path, query | `tcp` |
+ * | `tls://host:port` (port required) | scheme, host, port | `tls` over `tcp` |
+ * | `https://host[:port]/path` (port 443) | scheme, host, port, path, query | `tls` (ALPN `http/1.1`) over `tcp` |
  * | `git://host[:port]/path` (port 9418) | scheme, host, port, path | `tcp` |
  * | `ssh://[user@]host[:port]/path` (port 22) | scheme, host, port, user, path | none (see below) |
  * | `[user@]host:path` (Git's scp-like address) | as `ssh://` | none |
  * | `unix:/path`, `unix:///path`, `unix:relative` | scheme, path (decoded) | `unix` `{ path }` |
+ *
+ * A `tls` endpoint is `{ hostname: host, over: <a tcp endpoint> }`: the
+ * server's certificate is verified for the URL's host (a name, or an IP
+ * address as an IP SAN) against the built-in Mozilla roots. Trust anchors
+ * and other TLS settings come from {@linkcode tlsOptions}, a value read by
+ * the TLS fold functions.
  *
  * An SSH address produces values only: an SSH session is not a raw TCP flow,
  * so connecting one is left to a subprocess transport (`./process`, which
@@ -40,13 +48,15 @@ import {
   bindings,
   type Context,
   empty,
+  opt,
   req,
   type Value,
   value,
 } from "./context.ts";
 import { tcp, unix } from "./tcp.ts";
+import { tls, type TlsClientOptions } from "./tls.ts";
 
-export type { Arg, ArgTypes, Context, Value };
+export type { Arg, ArgTypes, Context, TlsClientOptions, Value };
 
 /**
  * The URL's scheme, lower-cased, without the `:` (`"tcp"`, `"unix"`,
@@ -134,6 +144,38 @@ export const user: Value<string> = value<string>("user");
  */
 export const query: Value<string> = value<string>("query");
 
+/**
+ * Options for the `tls` endpoints of `tls://` and `https://` URLs: trust
+ * anchors (`caCerts`), ALPN, a client certificate (`cert`, `key`), a
+ * different name to verify (`hostname`), a `signal`, or
+ * `unsafelyIgnoreCertificateErrors`. Add it to the context (before or after
+ * `fromUri`): the fold functions read its most recent value and spread it
+ * over what the URL says, so a field given here wins (`alpnProtocols`
+ * replaces `https://`'s `["http/1.1"]`). Only the most recent value counts:
+ * add one object with every field. The other schemes ignore it.
+ *
+ * @example Trust a private CA for an `https://` URL
+ * ```ts
+ * import { unfold } from "@mimic/mimic";
+ * import { tls } from "@mimic/mimic/tls";
+ * import { fromUri, tlsOptions } from "@mimic/mimic/uri";
+ * import assert from "node:assert/strict";
+ *
+ * const ca = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+ * const ctx = fromUri("https://localhost:8443/x").add(tlsOptions, { caCerts: [ca] });
+ * const [endpoint] = (await unfold(ctx)).filter((e) => e.value === tls.endpoint);
+ * const { over: _, ...options } = endpoint.data as { over: unknown };
+ * assert.deepEqual(options, {
+ *   hostname: "localhost",
+ *   alpnProtocols: ["http/1.1"],
+ *   caCerts: [ca],
+ * });
+ * ```
+ */
+export const tlsOptions: Value<TlsClientOptions> = value<TlsClientOptions>(
+  "tlsOptions",
+);
+
 // --- The scheme table -------------------------------------------------------
 
 /** Adds to a context the one fold function that connects a scheme. */
@@ -165,22 +207,42 @@ const viaUnix: Transport = (name) => {
   return (ctx) => ctx.fold(unix.endpoint, [req(scheme), req(path)], k);
 };
 
-// TLS: when src/tls.ts lands, import { tls } from "./tls.ts" and add
-//
-// /** A `tls` endpoint over a `tcp` endpoint when the scheme is `name`. */
-// const viaTls = (alpnProtocols?: string[]): Transport => (name) => {
-//   const k = (s: string, hostname: string, p: number) =>
-//     s === name
-//       ? {
-//         hostname,
-//         alpnProtocols,
-//         over: empty.add(tcp.endpoint, { hostname, port: p }),
-//       }
-//       : undefined;
-//   return (ctx) => ctx.fold(tls.endpoint, [req(scheme), req(host), req(port)], k);
-// };
-//
-// and the two rows marked TLS below.
+/** The fields of `o` whose value is not `undefined` (so they override nothing). */
+function defined<T extends object>(o: T | undefined): Partial<T> {
+  if (o === undefined || o === null) return {};
+  return Object.fromEntries(
+    Object.entries(o).filter(([, v]) => v !== undefined),
+  ) as Partial<T>;
+}
+
+/**
+ * A `tls` endpoint over a `tcp` endpoint when the scheme is `name`: the
+ * server's name is the host, ALPN `alpnProtocols`, then {@linkcode tlsOptions}.
+ */
+const viaTls = (alpnProtocols?: readonly string[]): Transport => (name) => {
+  const k = (
+    s: string,
+    hostname: string,
+    p: number,
+    options: TlsClientOptions | undefined,
+  ): TlsClientOptions & { over: Context } | undefined =>
+    s === name
+      ? {
+        hostname,
+        ...(alpnProtocols === undefined
+          ? {}
+          : { alpnProtocols: [...alpnProtocols] }),
+        ...defined(options),
+        over: empty.add(tcp.endpoint, { hostname, port: p }),
+      }
+      : undefined;
+  return (ctx) =>
+    ctx.fold(
+      tls.endpoint,
+      [req(scheme), req(host), req(port), opt(tlsOptions)],
+      k,
+    );
+};
 
 /**
  * Every scheme `fromUri` accepts. Adding a scheme is one row: its form, its
@@ -193,8 +255,11 @@ const schemes: ReadonlyMap<string, Scheme> = new Map<string, Scheme>([
   // Values only: an SSH session is a subprocess transport (./process).
   ["ssh", { form: "host", port: 22 }],
   ["unix", { form: "file", transport: viaUnix }],
-  // TLS: ["tls", { form: "host", transport: viaTls() }],
-  // TLS: ["https", { form: "host", port: 443, path: "/", transport: viaTls(["http/1.1"]) }],
+  ["tls", { form: "host", transport: viaTls() }],
+  [
+    "https",
+    { form: "host", port: 443, path: "/", transport: viaTls(["http/1.1"]) },
+  ],
 ]);
 
 /** Adds the fold function of every scheme that has one (made once, so they can be recognised). */
@@ -291,6 +356,9 @@ function parseAuthority(
   uri: string,
   authority: string,
 ): { user?: string; host: string; port?: number } {
+  // WHATWG URL ends an http: authority at a backslash: "http://a\\b@c/" is
+  // host "a" to it. Refuse rather than connect somewhere else than it would.
+  if (authority.includes("\\")) fail(uri, "host is invalid");
   const at = authority.lastIndexOf("@");
   const userinfo = at < 0 ? undefined : authority.slice(0, at);
   const hostport = authority.slice(at + 1);
@@ -401,7 +469,10 @@ function parse(uri: string): Parts {
  * a query) keeps the one `base` has.
  *
  * Schemes: `tcp://host:port` (the port is required), `http://` (port 80),
- * `git://` (9418) give a `tcp` endpoint; `unix:/path`, `unix:///path` give a
+ * `git://` (9418) give a `tcp` endpoint; `tls://host:port` (the port is
+ * required) and `https://` (443, ALPN `http/1.1`) give a `tls` endpoint
+ * over a `tcp` one, configured by {@linkcode tlsOptions} (CAs to trust, a
+ * client certificate, ...); `unix:/path`, `unix:///path` give a
  * `unix` endpoint; `ssh://[user@]host[:port]/path` (22) and Git's scp-like
  * `[user@]host:path` give values only (an SSH session is a subprocess, not a
  * raw TCP flow). A string without `://` whose part before the first `:` has

@@ -36,7 +36,7 @@ async function run(
   };
 }
 
-Deno.test("ping_pong.ts runs the demo over tcp and unix and exits 0", async () => {
+Deno.test("ping_pong.ts runs the demo over tcp, unix and tls and exits 0", async () => {
   const { code, stdout, stderr } = await run([]);
   assert.equal(stderr, "");
   assert.equal(code, 0);
@@ -49,16 +49,29 @@ Deno.test("ping_pong.ts runs the demo over tcp and unix and exits 0", async () =
     stdout,
     /^unix {2}unix:\/\S+\/ping\.sock: 100 round trips over unix in [\d.]+ ms$/m,
   );
+  assert.match(
+    stdout,
+    /^tls {3}tls:\/\/localhost:\d+: 100 round trips over tls in [\d.]+ ms$/m,
+  );
   assert.match(stdout, /^tcp {3}server answered 100 pings, shut down$/m);
   assert.match(stdout, /^unix {2}server answered 100 pings, shut down$/m);
+  assert.match(stdout, /^tls {3}server answered 100 pings, shut down$/m);
   assert.match(stdout, /^ok$/m);
+  // In this order: TCP, Unix, then TLS.
+  const order = [...stdout.matchAll(/^(\w+) +\S+: 100 round trips/gm)].map((
+    m,
+  ) => m[1]);
+  assert.deepEqual(order, ["tcp", "unix", "tls"]);
 });
 
 Deno.test("ping_pong.ts --rounds sets the round trips", async () => {
   const { code, stdout } = await run(["--rounds", "7"]);
   assert.equal(code, 0);
   assert.match(stdout, /over tcp/);
-  assert.equal(stdout.match(/: 7 round trips over (tcp|unix) in /g)?.length, 2);
+  assert.equal(
+    stdout.match(/: 7 round trips over (tcp|unix|tls) in /g)?.length,
+    3,
+  );
 });
 
 Deno.test("ping_pong.ts --help prints the usage", async () => {
@@ -67,16 +80,31 @@ Deno.test("ping_pong.ts --help prints the usage", async () => {
   assert.match(stdout, /^Usage: ping_pong\.ts/);
   assert.match(stdout, /--client URI/);
   assert.match(stdout, /--server URI/);
+  assert.match(stdout, /--ca-file PEM/);
 });
 
 Deno.test("ping_pong.ts rejects bad arguments with exit code 2", async () => {
   for (
-    const args of [["--nope"], ["--client"], ["--rounds", "0"], [
-      "--client",
-      "unix:/a",
-      "--server",
-      "unix:/b",
-    ]]
+    const args of [
+      ["--nope"],
+      ["--client"],
+      ["--rounds", "0"],
+      [
+        "--client",
+        "unix:/a",
+        "--server",
+        "unix:/b",
+      ],
+      ["--ca-file", "ca.pem"],
+      ["--client", "tls://h:1", "--ca-file"],
+      [
+        "--client",
+        "tls://h:1",
+        "--key-file",
+        "k.pem",
+      ],
+      ["--server", "tls://h:1", "--ca-file", "ca.pem"],
+    ]
   ) {
     const { code, stdout, stderr } = await run(args);
     assert.equal(code, 2, args.join(" "));
@@ -212,4 +240,99 @@ Deno.test("answerPings() rejects a client that sends something else", async () =
     a.close();
     b.close();
   }
+});
+
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+
+/** Spawns `--server uri ...`, waits for its first line, returns it and the process. */
+async function startServer(args: string[]): Promise<{
+  process: Deno.ChildProcess;
+  first: string;
+  rest: () => Promise<string>;
+}> {
+  const process = command(["--server", ...args]).spawn();
+  const lines = process.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    out += value;
+  }
+  return {
+    process,
+    first: out.split("\n")[0],
+    rest: async () => {
+      for (;;) {
+        const { value, done } = await lines.read();
+        if (done) return out;
+        out += value;
+      }
+    },
+  };
+}
+
+Deno.test("ping_pong.ts --server tls:// and --client tls:// --ca-file play over TLS", async () => {
+  // A free port: listen, note it, close.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const free = probe.addr.port;
+  probe.close();
+  const server = await startServer([
+    `tls://127.0.0.1:${free}`,
+    "--cert-file",
+    `${FIXTURES}localhost.pem`,
+    "--key-file",
+    `${FIXTURES}localhost.key`,
+  ]);
+  try {
+    assert.equal(
+      server.first,
+      `serving ping-pong on tls://127.0.0.1:${free}`,
+    );
+    const played = await run([
+      "--client",
+      `tls://localhost:${free}`,
+      `--ca-file=${FIXTURES}ca.pem`,
+      "--rounds",
+      "5",
+    ]);
+    assert.equal(played.stderr, "");
+    assert.equal(played.code, 0);
+    assert.match(played.stdout, /: 5 round trips over tls in [\d.]+ ms\n$/);
+
+    // Without the CA, the server's certificate is not trusted.
+    const untrusted = await run(["--client", `tls://127.0.0.1:${free}`]);
+    assert.equal(untrusted.code, 1);
+    assert.equal(
+      untrusted.stderr,
+      "error: Cannot resolve: tls: invalid peer certificate: UnknownIssuer\n",
+    );
+
+    server.process.kill("SIGTERM");
+    const out = await server.rest();
+    assert.equal((await server.process.status).code, 0);
+    assert.match(out, /answered 5 pings, shut down\n$/);
+    // The untrusting client's alert: reported, not fatal.
+    assert.equal(
+      await new Response(server.process.stderr).text(),
+      "server: received fatal alert: unknown_ca\n",
+    );
+  } finally {
+    try {
+      server.process.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await server.process.stderr.cancel().catch(() => {});
+    await server.process.status;
+  }
+});
+
+Deno.test("ping_pong.ts --server tls:// needs --cert-file and --key-file", async () => {
+  const { code, stderr } = await run(["--server", "tls://127.0.0.1:1"]);
+  assert.equal(code, 1);
+  assert.match(
+    stderr,
+    /^error: Cannot serve tls:\/\/127\.0\.0\.1:1: --cert-file and --key-file are required\n$/,
+  );
 });

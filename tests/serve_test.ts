@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { Flow } from "../mod.ts";
 import { listenPipe, pipe, type PipeFlow } from "../src/pipe.ts";
 import { serve } from "../src/serve.ts";
+import { startTls, TlsError, type TlsFlow } from "../src/tls.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -405,4 +406,260 @@ Deno.test("serve() abandons a pending next() of a listener without close()", asy
   assert.equal(await b.read(new Uint8Array(1)), null);
   b.close();
   assert.equal(handled, 0);
+});
+
+// --- TLS: serve(listener, handler, { tls }) ---------------------------------
+
+const fixture = (name: string): Promise<string> =>
+  Deno.readTextFile(new URL(`./fixtures/${name}`, import.meta.url));
+const CA = await fixture("ca.pem");
+const CERT = await fixture("localhost.pem");
+const KEY = await fixture("localhost.key");
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Reads a Deno.Conn to its end, as text. */
+async function readText(conn: Deno.Conn): Promise<string> {
+  const out: number[] = [];
+  const buf = new Uint8Array(16 * 1024);
+  for (let n; (n = await conn.read(buf)) !== null;) {
+    out.push(...buf.subarray(0, n));
+  }
+  return decoder.decode(new Uint8Array(out));
+}
+
+/** Sends `text` over Deno.connectTls with `caCerts`, half-closes, returns the reply. */
+async function tlsRoundTrip(
+  port: number,
+  text: string,
+  options: { caCerts?: string[]; alpnProtocols?: string[] } = {},
+): Promise<{ reply: string; alpn: string | null }> {
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: options.caCerts ?? [CA],
+    alpnProtocols: options.alpnProtocols,
+  });
+  try {
+    const info = await conn.handshake();
+    const [, reply] = await Promise.all([
+      writeAll(conn, encoder.encode(text)).then(() => conn.closeWrite()),
+      readText(conn),
+    ]);
+    return { reply, alpn: info.alpnProtocol };
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("serve() with tls accepts Deno.connectTls clients on a TCP listener", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const errors: unknown[] = [];
+  const infos: string[] = [];
+  await using _server = serve(listener, async (flow) => {
+    const info = await (flow as TlsFlow).handshake();
+    infos.push(`${info.protocol} ${info.serverName} ${info.alpnProtocol}`);
+    await echo(flow);
+  }, {
+    tls: { cert: CERT, key: KEY, alpnProtocols: ["h2", "http/1.1"] },
+    onError: (e) => errors.push(e),
+  });
+  const port = listener.addr.port;
+  const results = await Promise.all([
+    tlsRoundTrip(port, "one", { alpnProtocols: ["http/1.1"] }),
+    tlsRoundTrip(port, "two".repeat(50_000)),
+  ]);
+  assert.deepEqual(results, [
+    { reply: "one", alpn: "http/1.1" },
+    { reply: "two".repeat(50_000), alpn: null },
+  ]);
+  assert.deepEqual(infos.sort(), [
+    "TLSv1.3 localhost http/1.1",
+    "TLSv1.3 localhost null",
+  ]);
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("serve() with tls reports a failed handshake through onError and goes on", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const errors: unknown[] = [];
+  let handled = 0;
+  await using _server = serve(listener, async (flow) => {
+    handled++;
+    await echo(flow);
+  }, {
+    tls: { cert: CERT, key: KEY },
+    onError: (e) => errors.push(e),
+  });
+  const port = listener.addr.port;
+  // A client that trusts other CAs (Deno's built-in roots) rejects the
+  // certificate, and tells the server so with an alert.
+  const wrongCa = await Deno.connectTls({ hostname: "localhost", port });
+  await assert.rejects(wrongCa.handshake(), /UnknownIssuer/);
+  wrongCa.close();
+  // A client that speaks no TLS at all.
+  const plain = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(plain, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+  assert.notEqual(await readText(plain).catch(() => ""), "GET / HTTP/1.0");
+  plain.close();
+  // The server still serves.
+  assert.deepEqual(await tlsRoundTrip(port, "still here"), {
+    reply: "still here",
+    alpn: null,
+  });
+  for (let i = 0; i < 100 && errors.length < 2; i++) await delay(10);
+  assert.ok(errors.length >= 2, `errors: ${errors}`);
+  for (const e of errors) {
+    assert.ok(e instanceof TlsError, `not a TlsError: ${e}`);
+  }
+  assert.equal((errors[0] as TlsError).code, "AlertReceived");
+  assert.equal(handled, 1);
+});
+
+Deno.test("serve() with tls: a client that goes away mid-handshake is reported, not fatal", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const errors: unknown[] = [];
+  await using _server = serve(listener, echo, {
+    tls: { cert: CERT, key: KEY },
+    onError: (e) => errors.push(e),
+  });
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+  });
+  conn.close();
+  for (let i = 0; i < 100 && errors.length < 1; i++) await delay(10);
+  assert.equal(errors.length, 1);
+  assert.equal((errors[0] as TlsError).code, "UnexpectedEof");
+  assert.deepEqual(await tlsRoundTrip(listener.addr.port, "ok"), {
+    reply: "ok",
+    alpn: null,
+  });
+});
+
+Deno.test("serve() with tls runs upgrade on the TLS flow", async () => {
+  const [raw, upgraded] = [new Set<Flow>(), new Set<Flow>()];
+  const listener = listenPipe();
+  await using _server = serve(listener, echo, {
+    tls: { cert: CERT, key: KEY },
+    upgrade: async (flow) => {
+      // The handshake is complete before upgrade sees the flow.
+      assert.equal((await (flow as TlsFlow).handshake()).protocol, "TLSv1.3");
+      raw.add(flow);
+      const xor = new XorFlow(flow, 0x55);
+      upgraded.add(xor);
+      return xor;
+    },
+  });
+  const client = await startTls(listener.connect(), {
+    hostname: "localhost",
+    caCerts: [CA],
+  });
+  try {
+    const xored = new XorFlow(client, 0x55);
+    assert.equal(await roundTrip(xored, "over a pipe"), "over a pipe");
+  } finally {
+    client.close();
+  }
+  assert.equal(raw.size, 1);
+  assert.equal(upgraded.size, 1);
+});
+
+Deno.test("serve() with tls: shutdown aborts a pending handshake without reporting it", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const errors: unknown[] = [];
+  const server = serve(listener, echo, {
+    tls: { cert: CERT, key: KEY },
+    onError: (e) => errors.push(e),
+  });
+  // Connects, and never says a word.
+  const idle = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+  });
+  await delay(50);
+  await server.shutdown();
+  assert.deepEqual(errors, []);
+  // The server closed the flow it accepted.
+  assert.equal(await idle.read(new Uint8Array(8)), null);
+  idle.close();
+});
+
+Deno.test("serve() with tls needs cert and key as strings", () => {
+  for (
+    const tls of [
+      {},
+      { cert: CERT },
+      { key: KEY },
+      { cert: 1, key: KEY },
+      null,
+    ]
+  ) {
+    assert.throws(
+      () =>
+        serve(listenPipe(), echo, {
+          tls: tls as unknown as { cert: string; key: string },
+        }),
+      {
+        name: "TypeError",
+        message:
+          "Cannot serve with TLS: cert and key are required, as PEM strings",
+      },
+    );
+  }
+});
+
+Deno.test("serve() with tls reports malformed PEM per flow", async () => {
+  const listener = listenPipe();
+  const errors: unknown[] = [];
+  await using _server = serve(listener, echo, {
+    tls: { cert: "not a certificate", key: KEY },
+    onError: (e) => errors.push(e),
+  });
+  const client = listener.connect();
+  assert.equal(await client.read(new Uint8Array(8)), null);
+  client.close();
+  for (let i = 0; i < 100 && errors.length < 1; i++) await delay(10);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof TypeError, String(errors[0]));
+});
+
+Deno.test("serve() loads the TLS engine only when a TLS flow is accepted", async () => {
+  const serveUrl = new URL("../src/serve.ts", import.meta.url).href;
+  const engineUrl = new URL("../src/_engine.ts", import.meta.url).href;
+  const code = `
+    const { serve } = await import(${JSON.stringify(serveUrl)});
+    const pem = (n) => Deno.readTextFile(new URL(n, ${
+    JSON.stringify(new URL("./fixtures/", import.meta.url).href)
+  }));
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const server = serve(listener, (flow) => flow.closeWrite(), {
+      tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
+    });
+    const engine = await import(${JSON.stringify(engineUrl)});
+    const before = engine._engineStatsForTesting();
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: listener.addr.port,
+      caCerts: [await pem("ca.pem")],
+    });
+    await conn.handshake();
+    const after = engine._engineStatsForTesting();
+    conn.close();
+    await server.shutdown();
+    console.log(JSON.stringify([before, after !== null]));
+  `;
+  const { code: status, stdout, stderr } = await new Deno.Command(
+    Deno.execPath(),
+    {
+      args: ["eval", "--quiet", "--ext=js", code],
+      stdout: "piped",
+      stderr: "piped",
+    },
+  ).output();
+  assert.equal(decoder.decode(stderr), "");
+  assert.equal(status, 0);
+  assert.equal(decoder.decode(stdout).trim(), "[null,true]");
 });

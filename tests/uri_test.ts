@@ -6,13 +6,24 @@ import {
   Context,
   empty,
   type Endpoint,
+  NotFoundError,
   resolve,
   unfold,
   value,
 } from "../mod.ts";
 import { serve } from "../src/serve.ts";
 import { tcp, unix } from "../src/tcp.ts";
-import { fromUri, host, path, port, query, scheme, user } from "../src/uri.ts";
+import { tls, type TlsClientOptions, type TlsError } from "../src/tls.ts";
+import {
+  fromUri,
+  host,
+  path,
+  port,
+  query,
+  scheme,
+  tlsOptions,
+  user,
+} from "../src/uri.ts";
 
 /** The values fromUri bound, for compact assertions. */
 function valuesOf(ctx: Context): Record<string, unknown> {
@@ -426,7 +437,15 @@ const PIECES = [
 
 Deno.test("fromUri() on random strings returns a Context or throws TypeError/RangeError", () => {
   const random = prng(0x5eed);
-  const supported = new Set(["tcp", "http", "git", "ssh", "unix"]);
+  const supported = new Set([
+    "tcp",
+    "http",
+    "git",
+    "ssh",
+    "unix",
+    "tls",
+    "https",
+  ]);
   for (let i = 0; i < 5000; i++) {
     let s = "";
     const n = Math.floor(random() * 10);
@@ -456,5 +475,286 @@ Deno.test("fromUri() on random strings returns a Context or throws TypeError/Ran
       assert.ok(Number.isInteger(p) && p >= 1 && p <= 65535, JSON.stringify(s));
     }
     if (ctx.get(scheme) !== "unix") assert.ok(ctx.get(host), JSON.stringify(s));
+  }
+});
+
+// --- TLS: tls:// and https:// -----------------------------------------------
+
+const fixture = (name: string): Promise<string> =>
+  Deno.readTextFile(new URL(`./fixtures/${name}`, import.meta.url));
+
+/** The tls endpoints resolution would try, each with its `over` unfolded. */
+async function tlsEndpointsOf(
+  ctx: Context,
+): Promise<{ options: TlsClientOptions; over: [string, unknown][] }[]> {
+  const out = [];
+  for (const e of await unfold(ctx)) {
+    if (e.value !== tls.endpoint) continue;
+    const { over, ...options } = e.data as TlsClientOptions & {
+      over: Context;
+    };
+    out.push({ options, over: await endpointsOf(over) });
+  }
+  return out;
+}
+
+Deno.test("fromUri() parses tls:// URLs into a tls endpoint over tcp", async () => {
+  const ctx = fromUri("tls://127.0.0.1:8443");
+  assert.deepEqual(valuesOf(ctx), {
+    scheme: "tls",
+    host: "127.0.0.1",
+    port: 8443,
+  });
+  assert.deepEqual(await endpointsOf(ctx), []);
+  assert.deepEqual(await tlsEndpointsOf(ctx), [{
+    options: { hostname: "127.0.0.1" },
+    over: [["tcp", { hostname: "127.0.0.1", port: 8443 }]],
+  }]);
+  assert.deepEqual(await tlsEndpointsOf(fromUri("TLS://[::1]:1/x")), [{
+    options: { hostname: "::1" },
+    over: [["tcp", { hostname: "::1", port: 1 }]],
+  }]);
+  assert.throws(() => fromUri("tls://localhost"), {
+    name: "TypeError",
+    message: "Cannot parse URL tls://localhost: port is missing",
+  });
+  assert.throws(() => fromUri("tls://localhost:0"), RangeError);
+});
+
+Deno.test("fromUri() parses https:// URLs: port 443, path /, ALPN http/1.1", async () => {
+  const ctx = fromUri("https://Example.com");
+  assert.deepEqual(valuesOf(ctx), {
+    scheme: "https",
+    host: "example.com",
+    port: 443,
+    path: "/",
+  });
+  assert.deepEqual(await tlsEndpointsOf(ctx), [{
+    options: { hostname: "example.com", alpnProtocols: ["http/1.1"] },
+    over: [["tcp", { hostname: "example.com", port: 443 }]],
+  }]);
+  assert.deepEqual(valuesOf(fromUri("https://u@h:8443/a%20b?q=1#f")), {
+    scheme: "https",
+    host: "h",
+    port: 8443,
+    user: "u",
+    path: "/a%20b",
+    query: "q=1",
+  });
+  // Each endpoint gets its own ALPN list: mutating one changes no other.
+  const [a] = await tlsEndpointsOf(ctx);
+  a.options.alpnProtocols!.push("h2");
+  const [b] = await tlsEndpointsOf(ctx);
+  assert.deepEqual(b.options.alpnProtocols, ["http/1.1"]);
+});
+
+Deno.test("fromUri() merges tlsOptions into the tls endpoint", async () => {
+  const ca = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
+  const ctx = fromUri("https://localhost:8443/x").add(tlsOptions, {
+    caCerts: [ca],
+  });
+  assert.deepEqual(await tlsEndpointsOf(ctx), [{
+    options: {
+      hostname: "localhost",
+      alpnProtocols: ["http/1.1"],
+      caCerts: [ca],
+    },
+    over: [["tcp", { hostname: "localhost", port: 8443 }]],
+  }]);
+  // In the base, before fromUri, works as well.
+  const before = fromUri(
+    "tls://127.0.0.1:1",
+    empty.add(tlsOptions, { caCerts: [ca] }),
+  );
+  assert.deepEqual((await tlsEndpointsOf(before))[0].options, {
+    hostname: "127.0.0.1",
+    caCerts: [ca],
+  });
+  // A field given wins over the URL's: ALPN, the name to verify; a field
+  // set to undefined overrides nothing. The most recent value counts.
+  const custom = ctx.add(tlsOptions, {
+    hostname: "example.test",
+    alpnProtocols: ["h2"],
+    cert: "c",
+    key: "k",
+    caCerts: undefined,
+    unsafelyIgnoreCertificateErrors: true,
+  });
+  assert.deepEqual(await tlsEndpointsOf(custom), [{
+    options: {
+      hostname: "example.test",
+      alpnProtocols: ["h2"],
+      cert: "c",
+      key: "k",
+      unsafelyIgnoreCertificateErrors: true,
+    },
+    over: [["tcp", { hostname: "localhost", port: 8443 }]],
+  }]);
+  // The other schemes ignore it.
+  const plain = fromUri("tcp://127.0.0.1:1").add(tlsOptions, { caCerts: [ca] });
+  assert.deepEqual(await tlsEndpointsOf(plain), []);
+  assert.deepEqual(await endpointsOf(plain), [
+    ["tcp", { hostname: "127.0.0.1", port: 1 }],
+  ]);
+});
+
+Deno.test("fromUri() tls endpoints follow redirects, keeping tlsOptions", async () => {
+  const ca = "-----BEGIN CERTIFICATE-----\ny\n-----END CERTIFICATE-----\n";
+  const ctx = fromUri("https://a.example/old").add(tlsOptions, {
+    caCerts: [ca],
+  });
+  const moved = ctx.replace(host, "b.example").replace(port, 8443);
+  assert.deepEqual(await tlsEndpointsOf(moved), [{
+    options: {
+      hostname: "b.example",
+      alpnProtocols: ["http/1.1"],
+      caCerts: [ca],
+    },
+    over: [["tcp", { hostname: "b.example", port: 8443 }]],
+  }]);
+  // https -> http: a tcp endpoint, no tls one.
+  const down = ctx.replace(scheme, "http").replace(port, 80);
+  assert.deepEqual(await tlsEndpointsOf(down), []);
+  assert.deepEqual(await endpointsOf(down), [
+    ["tcp", { hostname: "a.example", port: 80 }],
+  ]);
+  // http -> https, by replace or by fromUri on the context (folds reused).
+  const up = fromUri("http://c.example/").replace(scheme, "https").replace(
+    port,
+    443,
+  );
+  assert.deepEqual((await tlsEndpointsOf(up)).map((e) => e.over), [
+    [["tcp", { hostname: "c.example", port: 443 }]],
+  ]);
+  const again = fromUri("https://d.example:9443/new", ctx);
+  assert.deepEqual(await tlsEndpointsOf(again), [{
+    options: {
+      hostname: "d.example",
+      alpnProtocols: ["http/1.1"],
+      caCerts: [ca],
+    },
+    over: [["tcp", { hostname: "d.example", port: 9443 }]],
+  }]);
+  assert.equal(again.get(path), "/new");
+  // tls:// has no ALPN of its own, even after https.
+  const raw = fromUri("tls://127.0.0.1:7", again);
+  assert.deepEqual((await tlsEndpointsOf(raw))[0].options, {
+    hostname: "127.0.0.1",
+    caCerts: [ca],
+  });
+});
+
+/** A Deno.listenTls server with the fixture certificate that echoes. */
+async function listenTlsEcho(
+  alpnProtocols?: string[],
+): Promise<{ port: number; served: Promise<void>; close(): void }> {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: await fixture("localhost.pem"),
+    key: await fixture("localhost.key"),
+    alpnProtocols,
+  });
+  const conns = new Set<Promise<void>>();
+  const served = (async () => {
+    try {
+      for await (const conn of listener) {
+        const task = echo(conn).then(() => conn.closeWrite()).catch(() => {})
+          .finally(() => {
+            try {
+              conn.close();
+            } catch {
+              // Closed already.
+            }
+          });
+        conns.add(task);
+        task.then(() => conns.delete(task));
+      }
+    } catch {
+      // Closed.
+    }
+    await Promise.all(conns);
+  })();
+  return {
+    port: listener.addr.port,
+    served,
+    close: () => listener.close(),
+  };
+}
+
+Deno.test("resolve(fromUri(tls://...)) connects a Deno.listenTls server, trusting tlsOptions' CA", async () => {
+  const server = await listenTlsEcho();
+  try {
+    const ca = await fixture("ca.pem");
+    for (
+      const uri of [
+        `tls://127.0.0.1:${server.port}`,
+        `tls://localhost:${server.port}`,
+      ]
+    ) {
+      const ctx = fromUri(uri).add(tlsOptions, { caCerts: [ca] });
+      assert.equal(await roundTrip(ctx), "hello", uri);
+      await using flow = await resolve(ctx);
+      assert.ok(tls.is(flow), uri);
+      const info = await flow.handshake();
+      assert.equal(info.protocol, "TLSv1.3");
+      assert.equal(info.alpnProtocol, null);
+    }
+  } finally {
+    server.close();
+    await server.served;
+  }
+});
+
+Deno.test("resolve(fromUri(tls://...)) without the CA fails: UnknownIssuer", async () => {
+  const server = await listenTlsEcho();
+  try {
+    await assert.rejects(
+      resolve(fromUri(`tls://127.0.0.1:${server.port}`)),
+      NotFoundError,
+    );
+    try {
+      await resolve(fromUri(`tls://localhost:${server.port}`));
+      assert.fail("resolved without trusting the CA");
+    } catch (e) {
+      assert.ok(e instanceof NotFoundError, String(e));
+      assert.deepEqual(
+        e.attempts.map((a) => [a.name, (a.error as TlsError).code]),
+        [["tls", "UnknownIssuer"]],
+      );
+    }
+    // The wrong name: the certificate is not valid for wrong.example.
+    const wrong = fromUri(`tls://127.0.0.1:${server.port}`).add(tlsOptions, {
+      caCerts: [await fixture("ca.pem")],
+      hostname: "wrong.example",
+    });
+    try {
+      await resolve(wrong);
+      assert.fail("resolved with a name the certificate is not valid for");
+    } catch (e) {
+      assert.ok(e instanceof NotFoundError, String(e));
+      assert.equal((e.attempts[0].error as TlsError).code, "NotValidForName");
+    }
+  } finally {
+    server.close();
+    await server.served;
+  }
+});
+
+Deno.test("resolve(fromUri(https://...)) negotiates ALPN http/1.1 and follows a redirect", async () => {
+  const server = await listenTlsEcho(["h2", "http/1.1"]);
+  try {
+    const ca = await fixture("ca.pem");
+    // Port 1 refuses; the redirect replaces it with the listener's.
+    const ctx = fromUri("https://localhost:1/x").add(tlsOptions, {
+      caCerts: [ca],
+    }).replace(port, server.port);
+    await using flow = await resolve(ctx);
+    assert.ok(tls.is(flow));
+    assert.equal((await flow.handshake()).alpnProtocol, "http/1.1");
+    assert.equal(ctx.get(path), "/x");
+  } finally {
+    server.close();
+    await server.served;
   }
 });
