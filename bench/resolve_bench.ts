@@ -2,7 +2,7 @@
 // of a connect through resolve(), and bulk transfer through the flow.
 //
 //   deno bench --allow-net bench/resolve_bench.ts
-import { empty, resolve } from "../mod.ts";
+import { empty, type Flow, resolve } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 
 const HOST = "127.0.0.1";
@@ -60,7 +60,7 @@ const sinkCtx = empty.add(tcp.endpoint, {
 const payload = new Uint8Array(CHUNK).fill(0x6d);
 
 /** Writes BULK bytes, half-closes, and waits for the sink's answer. */
-async function transfer(conn: Deno.Conn): Promise<void> {
+async function transfer(conn: Flow): Promise<void> {
   for (let sent = 0; sent < BULK;) {
     let off = 0;
     while (off < CHUNK) off += await conn.write(payload.subarray(off));
@@ -118,6 +118,6 @@ Deno.bench({
   n: 20,
   warmup: 2,
   async fn() {
-    await transfer(await resolve(sinkCtx) as Deno.TcpConn);
+    await transfer(await resolve(sinkCtx));
   },
 });

@@ -13,7 +13,7 @@
 // and with 1 MiB writes; target ≥ 0.95 (resolved / direct, MB/s). The
 // resolved flow *is* a Deno.TcpConn, so the only difference is TCP_NODELAY,
 // which the tcp protocol turns on; "direct+nodelay" shows its own effect.
-import { empty, register, resolve } from "../mod.ts";
+import { empty, type Flow, register, resolve } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 
 const HOST = "127.0.0.1";
@@ -73,7 +73,7 @@ const bare = register(
 const bareCtx = empty.add(bare.endpoint, at(acceptor.addr.port));
 
 /** Writes 64 MiB in `chunk`-sized writes, half-closes, waits for "ok". */
-async function transfer(conn: Deno.Conn, chunk: number): Promise<void> {
+async function transfer(conn: Flow, chunk: number): Promise<void> {
   const payload = new Uint8Array(chunk).fill(0x6d);
   for (let sent = 0; sent < BULK; sent += chunk) {
     let off = 0;
@@ -94,16 +94,14 @@ const connects = {
 type ConnectWay = keyof typeof connects;
 
 const opens = {
-  direct: (): Promise<Deno.Conn> => Deno.connect(at(sink.addr.port)),
-  "direct+nodelay": async (): Promise<Deno.Conn> => {
+  direct: (): Promise<Flow> => Deno.connect(at(sink.addr.port)),
+  "direct+nodelay": async (): Promise<Flow> => {
     const conn = await Deno.connect(at(sink.addr.port));
     conn.setNoDelay(true);
     return conn;
   },
-  resolved: async (): Promise<Deno.Conn> =>
-    await resolve(sinkCtx) as Deno.TcpConn,
-  "resolved noDelay:false": async (): Promise<Deno.Conn> =>
-    await resolve(nagleCtx) as Deno.TcpConn,
+  resolved: (): Promise<Flow> => resolve(sinkCtx),
+  "resolved noDelay:false": (): Promise<Flow> => resolve(nagleCtx),
 };
 type BulkWay = keyof typeof opens;
 
