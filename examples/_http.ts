@@ -12,10 +12,8 @@
  * @module
  */
 
-import { type Context, empty, type Flow, NotFoundError, req } from "../mod.ts";
-import { tcp } from "../src/tcp.ts";
-import { tls } from "../src/tls.ts";
-import { fromUri, host, port, scheme } from "../src/uri.ts";
+import { type Context, empty, type Flow, NotFoundError } from "../mod.ts";
+import { fromUri, tlsOptions } from "../src/uri.ts";
 
 /** The peer broke the protocol (a malformed response, a truncated body). */
 export class ProtocolError extends Error {
@@ -487,10 +485,10 @@ export interface HttpContextOptions {
 
 /**
  * The context of an `http://` or `https://` URL: `fromUri`'s values and
- * fold functions, plus a fold computing a `tls` endpoint (ALPN `http/1.1`,
- * the given CAs) over a `tcp` one whenever the scheme is `https`. It reads
- * the most recent `scheme`, `host` and `port`, so replacing them (a redirect)
- * moves the connection, from HTTP to HTTPS too.
+ * fold functions, with the CAs to trust for `https://` given to its `tls`
+ * fold through the `tlsOptions` value. The folds read the most recent
+ * `scheme`, `host` and `port`, so replacing them (a redirect) moves the
+ * connection, from HTTP to HTTPS too.
  *
  * @param url The URL.
  * @param options The CAs to trust.
@@ -501,39 +499,8 @@ export function httpContext(
   url: string,
   options: HttpContextOptions = {},
 ): Context {
-  // ./uri's own https fold has no CAs: add ours (tried first, as it comes
-  // first) when there are CAs to trust, or when ./uri knows no https.
-  const base = options.caCerts === undefined && uriKnowsHttps
+  const base = options.caCerts === undefined
     ? empty
-    : empty.fold(
-      tls.endpoint,
-      [req(scheme), req(host), req(port)],
-      (s, h, p) =>
-        s === "https"
-          ? {
-            hostname: h,
-            alpnProtocols: ["http/1.1"],
-            ...(options.caCerts === undefined
-              ? {}
-              : { caCerts: options.caCerts }),
-            over: empty.add(tcp.endpoint, { hostname: h, port: p }),
-          }
-          : undefined,
-    );
-  if (uriKnowsHttps) return fromUri(url, base);
-  // Until ./uri knows https://, parse it as http:// and fix what differs.
-  const m = /^https:(\/\/[^/?#]*)(.*)$/is.exec(url);
-  if (m === null) return fromUri(url, base);
-  const ctx = fromUri(`http:${m[1]}${m[2]}`, base).replace(scheme, "https");
-  return /:\d+$/.test(m[1]) ? ctx : ctx.replace(port, 443);
+    : empty.add(tlsOptions, { caCerts: options.caCerts });
+  return fromUri(url, base);
 }
-
-/** Whether ./uri parses `https://` URLs (and so adds a `tls` fold of its own). */
-const uriKnowsHttps: boolean = (() => {
-  try {
-    fromUri("https://localhost/");
-    return true;
-  } catch {
-    return false;
-  }
-})();
