@@ -73,9 +73,14 @@ build_crate() {
     export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=$LINKER
     export CC_wasm32_unknown_unknown=clang AR_wasm32_unknown_unknown=llvm-ar
     local maps="-ffile-prefix-map=$crate=/mimic/wasm -ffile-prefix-map=$CARGO_HOME=/cargo"
-    export CFLAGS_wasm32_unknown_unknown="$maps -fdebug-prefix-map=$crate=/mimic/wasm -fdebug-prefix-map=$CARGO_HOME=/cargo"
+    export CFLAGS_wasm32_unknown_unknown="$maps -fdebug-prefix-map=$crate=/mimic/wasm -fdebug-prefix-map=$CARGO_HOME=/cargo -msimd128"
+    # WebAssembly SIMD (simd128, in V8 since 9.1): the SIMD ChaCha20 of
+    # src/chacha.rs, and LLVM's autovectorization of Rust and of ring's C
+    # (-msimd128): ~1.6x bulk throughput together. bulk-memory, sign-ext,
+    # mutable-globals, nontrapping-fptoint and multivalue are already in
+    # rustc's default wasm CPU (memory.copy/fill were emitted before).
     # Later prefixes win: the crate may live under CARGO_HOME's parent etc.
-    export RUSTFLAGS="--remap-path-prefix=$RUST_SRC=/rust/src --remap-path-prefix=$CARGO_HOME=/cargo --remap-path-prefix=$crate=/mimic/wasm -Cdebuginfo=0"
+    export RUSTFLAGS="--remap-path-prefix=$RUST_SRC=/rust/src --remap-path-prefix=$CARGO_HOME=/cargo --remap-path-prefix=$crate=/mimic/wasm -Cdebuginfo=0 -Ctarget-feature=+simd128"
     "$CARGO" build --release --locked \
       --target wasm32-unknown-unknown \
       --target-dir "$target_dir" \

@@ -20,6 +20,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::{CipherSuite, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::errors::EngineError;
@@ -105,6 +106,15 @@ fn roots(pems: &[&[u8]], what: &str) -> Result<RootCertStore, EngineError> {
 /// AES-128-GCM, then AES-256-GCM.
 fn provider() -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::ring::default_provider();
+    // TLS 1.3 ChaCha20-Poly1305 with our SIMD ChaCha20 (see chacha.rs).
+    #[cfg(target_feature = "simd128")]
+    for s in p.cipher_suites.iter_mut() {
+        if let SupportedCipherSuite::Tls13(t) = s {
+            if t.common.suite == CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 {
+                *s = SupportedCipherSuite::Tls13(simd_chacha_suite(t));
+            }
+        }
+    }
     p.cipher_suites.sort_by_key(|s| {
         let name = s.suite().as_str().unwrap_or("");
         let tls13 = name.starts_with("TLS13_") as u8;
@@ -118,6 +128,12 @@ fn provider() -> Arc<CryptoProvider> {
         (1 - tls13, rank)
     });
     Arc::new(p)
+}
+
+#[cfg(target_feature = "simd128")]
+fn simd_chacha_suite(ring: &'static rustls::Tls13CipherSuite) -> &'static rustls::Tls13CipherSuite {
+    static SUITE: std::sync::OnceLock<rustls::Tls13CipherSuite> = std::sync::OnceLock::new();
+    SUITE.get_or_init(|| crate::chacha::tls13_suite(ring))
 }
 
 static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
