@@ -11,8 +11,6 @@
  * @module
  */
 
-import { ENGINE_WASM_BASE64 } from "./_engine_wasm.ts";
-
 /** A TLS failure, with a stable {@linkcode TlsError.code}. */
 export class TlsError extends Error {
   /**
@@ -284,7 +282,10 @@ let modulePromise: Promise<WebAssembly.Module> | undefined;
 let enginePromise: Promise<Engine> | undefined;
 let currentEngine: Engine | undefined;
 
-function wasmBytes(): Uint8Array<ArrayBuffer> {
+async function wasmBytes(): Promise<Uint8Array<ArrayBuffer>> {
+  // A static specifier: part of the module graph (no permission needed, also
+  // from JSR), but parsed only on first TLS use, not when tls.ts is imported.
+  const { ENGINE_WASM_BASE64 } = await import("./_engine_wasm.ts");
   const U = Uint8Array as unknown as {
     fromBase64?: (s: string) => Uint8Array<ArrayBuffer>;
   };
@@ -298,7 +299,7 @@ function wasmBytes(): Uint8Array<ArrayBuffer> {
 }
 
 async function instantiate(): Promise<Engine> {
-  modulePromise ??= WebAssembly.compile(wasmBytes());
+  modulePromise ??= wasmBytes().then((bytes) => WebAssembly.compile(bytes));
   let module: WebAssembly.Module;
   try {
     module = await modulePromise;
