@@ -244,7 +244,9 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
       : new Promise((ok) => {
         socket.addEventListener("close", (event) => {
           ok({
-            code: event.code,
+            // Deno reports a dropped connection as code 0; the standard
+            // says 1006 (abnormal closure).
+            code: event.code === 0 ? 1006 : event.code,
             reason: event.reason,
             wasClean: event.wasClean,
           });
