@@ -19,9 +19,9 @@ import { tcp } from "../src/tcp.ts";
 const HOST = "127.0.0.1";
 const CONNECTS = 1000;
 const BLOCK = 50;
-const BULK = 64 * 1024 * 1024;
+const BULK = 256 * 1024 * 1024;
 const CHUNKS = [64 * 1024, 1024 * 1024];
-const TRANSFERS = 4;
+const TRANSFERS = 2;
 const ROUNDS = Number(Deno.args[0] ?? 7);
 
 const acceptor = Deno.listen({ hostname: HOST, port: 0 });
@@ -72,7 +72,7 @@ const bare = register(
 );
 const bareCtx = empty.add(bare.endpoint, at(acceptor.addr.port));
 
-/** Writes 64 MiB in `chunk`-sized writes, half-closes, waits for "ok". */
+/** Writes 256 MiB in `chunk`-sized writes, half-closes, waits for "ok". */
 async function transfer(conn: Flow, chunk: number): Promise<void> {
   const payload = new Uint8Array(chunk).fill(0x6d);
   for (let sent = 0; sent < BULK; sent += chunk) {
@@ -174,7 +174,7 @@ const paired = (xs: number[], ys: number[]) =>
 
 console.log(
   `${ROUNDS} rounds: ${CONNECTS} connects each way; ` +
-    `${TRANSFERS} × 64 MiB each way per write size`,
+    `${TRANSFERS} × 256 MiB each way per write size`,
 );
 const c = {
   direct: median(usPerConnect.direct),
