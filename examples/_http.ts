@@ -49,6 +49,19 @@ export async function writeAll(
   }
 }
 
+/**
+ * Closes `flow`, ignoring that it was closed already.
+ *
+ * @param flow The flow.
+ */
+export function closeQuietly(flow: Pick<Flow, "close">): void {
+  try {
+    flow.close();
+  } catch {
+    // Already closed.
+  }
+}
+
 /** Buffered reads over a {@linkcode Flow}. */
 export class FlowReader {
   #flow: Flow;

@@ -30,7 +30,21 @@ import {
   lsRefsHttp,
   shellQuote,
 } from "./_git.ts";
-import { bodyFlow, explain, httpContext, request, writeAll } from "./_http.ts";
+import {
+  eachArg,
+  parseTimeout,
+  readCaFile,
+  runMain,
+  UsageError,
+} from "./_cli.ts";
+import {
+  bodyFlow,
+  closeQuietly,
+  explain,
+  httpContext,
+  request,
+  writeAll,
+} from "./_http.ts";
 
 /** Options of {@linkcode lsRemote}. */
 export interface LsRemoteOptions {
@@ -120,14 +134,6 @@ export function withSsh(
 }
 
 /** Closes `flow`; a `Deno.Conn` throws when closed twice, which is fine here. */
-function closeQuietly(flow: Flow): void {
-  try {
-    flow.close();
-  } catch {
-    // Already closed.
-  }
-}
-
 /** Closes `flow` when `signal` aborts, so a pending read ends. */
 function closeOnAbort(flow: Flow, signal: AbortSignal | undefined): () => void {
   if (signal === undefined) return () => {};
@@ -284,12 +290,7 @@ async function main(args: string[]): Promise<number> {
   options.sshCommand = Deno.env.get("GIT_SSH_COMMAND") || undefined;
   let timeout = 60;
   const urls: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const next = (): string => {
-      if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      return args[++i];
-    };
+  for (const [a, next] of eachArg(args)) {
     if (a === "-h" || a === "--help") {
       console.log(USAGE);
       return 0;
@@ -298,22 +299,14 @@ async function main(args: string[]): Promise<number> {
     else if (a === "--ssh-option") options.sshArgs!.push("-o", next());
     else if (a === "-i" || a === "--identity") {
       options.sshArgs!.push("-i", next());
-    } else if (a === "--timeout") {
-      timeout = Number(next());
-      if (!(timeout > 0)) throw new UsageError("--timeout must be positive");
-    } else if (a.startsWith("-") && a !== "-") {
+    } else if (a === "--timeout") timeout = parseTimeout(next());
+    else if (a.startsWith("-") && a !== "-") {
       throw new UsageError(`unknown option ${a}`);
     } else urls.push(a);
   }
   if (urls.length !== 1) throw new UsageError("expected one URL");
   if (caFile !== undefined && caFile !== "") {
-    try {
-      options.caCerts = [await Deno.readTextFile(caFile)];
-    } catch (error) {
-      throw new UsageError(
-        `cannot read the CA file ${caFile}: ${explain(error)}`,
-      );
-    }
+    options.caCerts = await readCaFile(caFile);
   }
   options.signal = AbortSignal.timeout(timeout * 1000);
   const out = await lsRemote(urls[0], options);
@@ -321,22 +314,4 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-class UsageError extends Error {}
-
-if (import.meta.main) {
-  const name = "git_ls_remote";
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    console.error(`${name}: ${explain(e.reason)}`);
-    Deno.exit(1);
-  });
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (error) {
-    const hint = error instanceof UsageError ? ` (see --help)` : "";
-    console.error(`${name}: ${explain(error)}${hint}`);
-    code = error instanceof UsageError ? 2 : 1;
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runMain("git_ls_remote", main);

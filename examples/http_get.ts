@@ -19,6 +19,14 @@ import { type Context, type Flow, resolve } from "../mod.ts";
 import { tls } from "../src/tls.ts";
 import { host, path, port, query, scheme } from "../src/uri.ts";
 import {
+  eachArg,
+  parseTimeout,
+  readCaFile,
+  runMain,
+  UsageError,
+} from "./_cli.ts";
+import {
+  closeQuietly,
   explain,
   httpContext,
   type HttpResponse,
@@ -96,14 +104,6 @@ function hostHeader(ctx: Context): string {
   const p = ctx.get(port)!;
   const name = h.includes(":") ? `[${h}]` : h;
   return p === (ctx.get(scheme) === "https" ? 443 : 80) ? name : `${name}:${p}`;
-}
-
-function closeQuietly(flow: Flow): void {
-  try {
-    flow.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 /**
@@ -290,20 +290,13 @@ Options:
   -h, --help             print this help
 `;
 
-class UsageError extends Error {}
-
 async function main(args: string[]): Promise<number> {
   const options: HttpGetOptions = {};
   let caFile = Deno.env.get("HTTP_GET_CA_FILE");
   let timeout = 60;
   let verbose = false;
   const urls: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const next = (): string => {
-      if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      return args[++i];
-    };
+  for (const [a, next] of eachArg(args)) {
     if (a === "-h" || a === "--help") {
       console.log(USAGE);
       return 0;
@@ -313,23 +306,15 @@ async function main(args: string[]): Promise<number> {
       if (!Number.isInteger(options.maxRedirects) || options.maxRedirects < 0) {
         throw new UsageError("--max-redirects must be a whole number");
       }
-    } else if (a === "--timeout") {
-      timeout = Number(next());
-      if (!(timeout > 0)) throw new UsageError("--timeout must be positive");
-    } else if (a === "-v" || a === "--verbose") verbose = true;
+    } else if (a === "--timeout") timeout = parseTimeout(next());
+    else if (a === "-v" || a === "--verbose") verbose = true;
     else if (a.startsWith("-") && a !== "-") {
       throw new UsageError(`unknown option ${a}`);
     } else urls.push(a);
   }
   if (urls.length !== 1) throw new UsageError("expected one URL");
   if (caFile !== undefined && caFile !== "") {
-    try {
-      options.caCerts = [await Deno.readTextFile(caFile)];
-    } catch (error) {
-      throw new UsageError(
-        `cannot read the CA file ${caFile}: ${explain(error)}`,
-      );
-    }
+    options.caCerts = await readCaFile(caFile);
   }
   if (verbose) {
     options.onRedirect = (to, status) =>
@@ -354,20 +339,4 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  const name = "http_get";
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    console.error(`${name}: ${explain(e.reason)}`);
-    Deno.exit(1);
-  });
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (error) {
-    const hint = error instanceof UsageError ? " (see --help)" : "";
-    console.error(`${name}: ${explain(error)}${hint}`);
-    code = error instanceof UsageError ? 2 : 1;
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runMain("http_get", main);

@@ -33,7 +33,20 @@ import {
 import { tcp } from "../src/tcp.ts";
 import { tls, type TlsFlow } from "../src/tls.ts";
 import { tunnel, TunnelError, type TunnelTarget } from "../src/tunnel.ts";
-import { explain, type HttpResponse, request, writeAll } from "./_http.ts";
+import {
+  eachArg,
+  parseTimeout,
+  readCaFile,
+  runMain,
+  UsageError,
+} from "./_cli.ts";
+import {
+  closeQuietly,
+  explain,
+  type HttpResponse,
+  request,
+  writeAll,
+} from "./_http.ts";
 
 /** Options of {@linkcode connectViaProxy} and {@linkcode getViaProxy}. */
 export interface HttpsViaProxyOptions {
@@ -305,14 +318,6 @@ export interface ProxiedResponse extends HttpResponse, Disposable {
 }
 
 /** Closes `flow`; a flow closed twice may throw, which is fine here. */
-function closeQuietly(flow: Flow): void {
-  try {
-    flow.close();
-  } catch {
-    // Already closed.
-  }
-}
-
 /**
  * GETs an `https://` URL through a proxy, and reads the response head. A
  * status other than 2xx is an error. Iterate the body once, then dispose of
@@ -379,16 +384,6 @@ Options:
   -h, --help             print this help
 `;
 
-class UsageError extends Error {}
-
-async function readPem(file: string): Promise<string[]> {
-  try {
-    return [await Deno.readTextFile(file)];
-  } catch (error) {
-    throw new UsageError(`cannot read the CA file ${file}: ${explain(error)}`);
-  }
-}
-
 /**
  * The command line.
  *
@@ -401,22 +396,15 @@ export async function main(args: string[]): Promise<number> {
   let proxyCaFile: string | undefined;
   let timeout = 60;
   const urls: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const next = (): string => {
-      if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      return args[++i];
-    };
+  for (const [a, next] of eachArg(args)) {
     if (a === "-h" || a === "--help") {
       await writeAll(Deno.stdout, new TextEncoder().encode(USAGE));
       return 0;
     } else if (a === "--proxy") proxy = next();
     else if (a === "--ca-file") caFile = next();
     else if (a === "--proxy-ca-file") proxyCaFile = next();
-    else if (a === "--timeout") {
-      timeout = Number(next());
-      if (!(timeout > 0)) throw new UsageError("--timeout must be positive");
-    } else if (a.startsWith("-")) {
+    else if (a === "--timeout") timeout = parseTimeout(next());
+    else if (a.startsWith("-")) {
       throw new UsageError(`unknown option ${a}`);
     } else urls.push(a);
   }
@@ -426,9 +414,9 @@ export async function main(args: string[]): Promise<number> {
     proxy,
     signal: AbortSignal.timeout(timeout * 1000),
   };
-  if (caFile !== undefined) options.caCerts = await readPem(caFile);
+  if (caFile !== undefined) options.caCerts = await readCaFile(caFile);
   if (proxyCaFile !== undefined) {
-    options.proxyCaCerts = await readPem(proxyCaFile);
+    options.proxyCaCerts = await readCaFile(proxyCaFile);
   }
   using response = await getViaProxy(urls[0], options);
   try {
@@ -448,20 +436,4 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  const name = "https_via_proxy";
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    console.error(`${name}: ${explain(e.reason)}`);
-    Deno.exit(1);
-  });
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (error) {
-    const hint = error instanceof UsageError ? " (see --help)" : "";
-    console.error(`${name}: ${explain(error)}${hint}`);
-    code = error instanceof UsageError ? 2 : 1;
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runMain("https_via_proxy", main);

@@ -34,6 +34,13 @@
 import { type Context, empty, NotFoundError, resolve } from "../mod.ts";
 import { tls, type TlsFlow, type TlsHandshakeInfo } from "../src/tls.ts";
 import { acceptWebSocket, websocket } from "../src/websocket.ts";
+import {
+  eachArg,
+  parseTimeout,
+  readCaFile,
+  runMain,
+  UsageError,
+} from "./_cli.ts";
 import { explain, FlowReader, writeAll } from "./_http.ts";
 
 /** Options of {@linkcode connectTlsOverWebSocket}. */
@@ -586,8 +593,6 @@ Options:
   -h, --help             print this help
 `;
 
-class UsageError extends Error {}
-
 /**
  * The command line.
  *
@@ -604,12 +609,7 @@ export async function main(args: string[]): Promise<number> {
   const alpn: string[] = [];
   const protocols: string[] = [];
   const urls: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const next = (): string => {
-      if (i + 1 >= args.length) throw new UsageError(`${a} needs a value`);
-      return args[++i];
-    };
+  for (const [a, next] of eachArg(args)) {
     if (a === "-h" || a === "--help") {
       await print(USAGE);
       return 0;
@@ -629,10 +629,8 @@ export async function main(args: string[]): Promise<number> {
         throw new UsageError("--bridge must be auto, websockify or deno");
       }
       bridge = kind;
-    } else if (a === "--timeout") {
-      timeout = Number(next());
-      if (!(timeout > 0)) throw new UsageError("--timeout must be positive");
-    } else if (a.startsWith("-")) {
+    } else if (a === "--timeout") timeout = parseTimeout(next());
+    else if (a.startsWith("-")) {
       throw new UsageError(`unknown option ${a}`);
     } else urls.push(a);
   }
@@ -659,13 +657,7 @@ export async function main(args: string[]): Promise<number> {
   }
   let caCerts: string[] | undefined;
   if (caFile !== undefined) {
-    try {
-      caCerts = [await Deno.readTextFile(caFile)];
-    } catch (error) {
-      throw new UsageError(
-        `cannot read the CA file ${caFile}: ${explain(error)}`,
-      );
-    }
+    caCerts = await readCaFile(caFile);
   }
   await run(urls[0], {
     ...options,
@@ -675,20 +667,4 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  const name = "tls_over_websocket";
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    console.error(`${name}: ${explain(e.reason)}`);
-    Deno.exit(1);
-  });
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (error) {
-    const hint = error instanceof UsageError ? " (see --help)" : "";
-    console.error(`${name}: ${explain(error)}${hint}`);
-    code = error instanceof UsageError ? 2 : 1;
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runMain("tls_over_websocket", main);

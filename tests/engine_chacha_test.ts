@@ -7,9 +7,7 @@ import {
   serverSession,
 } from "../src/_engine.ts";
 import { startTls } from "../src/tls.ts";
-
-const fixture = (name: string) =>
-  Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+import { fixture } from "./_helpers.ts";
 
 Deno.test("engine: SIMD ChaCha20-Poly1305 agrees with ring's", async () => {
   for (let i = 0; i < 3; i++) {

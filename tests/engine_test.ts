@@ -12,11 +12,8 @@ import {
   type Session,
   TlsError,
 } from "../src/_engine.ts";
+import { fixture, fixturePath } from "./_helpers.ts";
 
-const FIXTURES = new URL("./fixtures/", import.meta.url);
-function fixture(name: string): string {
-  return Deno.readTextFileSync(new URL(name, FIXTURES));
-}
 const CA = fixture("ca.pem");
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -644,7 +641,7 @@ Deno.test({
           `127.0.0.1:${listener.addr.port}`,
           version,
           "-CAfile",
-          new URL("ca.pem", FIXTURES).pathname,
+          fixturePath("ca.pem"),
           "-servername",
           "localhost",
           "-verify_return_error",

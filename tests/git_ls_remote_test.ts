@@ -14,6 +14,11 @@ import {
 import { bodyFlow, FlowReader } from "../examples/_http.ts";
 import { lsRemote, LsRemoteError } from "../examples/git_ls_remote.ts";
 import {
+  assertOneStderrLine,
+  runExampleText,
+  type TextRun as Run,
+} from "./_helpers.ts";
+import {
   createEmptyRepository,
   createRepository,
   freePort,
@@ -29,30 +34,12 @@ const EXAMPLE = new URL("../examples/git_ls_remote.ts", import.meta.url)
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const CA_FILE = `${FIXTURES}ca.pem`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the example as a subprocess. */
-async function runExample(
+function runExample(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", EXAMPLE, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
+  return runExampleText(EXAMPLE, args, env);
 }
 
 /** What the real client prints. */
@@ -102,11 +89,7 @@ async function checkAgainstGit(
 function assertOneLineError(run: Run, pattern: RegExp): void {
   assert.notEqual(run.code, 0, `expected a failure, got ${run.stdout}`);
   assert.equal(run.stdout, "");
-  const lines = run.stderr.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected one line, got:\n${run.stderr}`);
-  assert.match(lines[0], /^git_ls_remote: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(run.stderr, /\n\s+at |Uncaught|error: /);
+  assertOneStderrLine(run.stderr, "git_ls_remote", pattern);
 }
 
 Deno.test("lsRemote() over git:// matches git ls-remote", async () => {

@@ -14,6 +14,12 @@ import {
 } from "../examples/_http.ts";
 import { httpGet, httpGetBytes, HttpGetError } from "../examples/http_get.ts";
 import { pipe } from "../src/pipe.ts";
+import {
+  assertOneStderrLine,
+  randomBytesEveryValue,
+  type Run,
+  runExample as runScript,
+} from "./_helpers.ts";
 import { freePort, startGitDaemon } from "./servers/git_daemon.ts";
 import { startHttpFiles } from "./servers/http_files.ts";
 
@@ -21,52 +27,21 @@ const EXAMPLE = new URL("../examples/http_get.ts", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const CA_FILE = `${FIXTURES}ca.pem`;
 
-interface Run {
-  code: number;
-  stdout: Uint8Array;
-  stderr: string;
-}
-
-async function runExample(
+function runExample(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", EXAMPLE, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: out.stdout,
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+  return runScript(EXAMPLE, args, env);
 }
 
 function assertOneLineError(run: Run, pattern: RegExp): void {
   assert.notEqual(run.code, 0, "expected a failure");
-  const lines = run.stderr.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected one line, got:\n${run.stderr}`);
-  assert.match(lines[0], /^http_get: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(run.stderr, /\n\s+at |Uncaught|error: /);
-}
-
-/** Random bytes, every byte value included. */
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let at = 0; at < n; at += 65536) {
-    crypto.getRandomValues(out.subarray(at, Math.min(n, at + 65536)));
-  }
-  for (let i = 0; i < Math.min(256, n); i++) out[i] = i;
-  return out;
+  assertOneStderrLine(run.stderr, "http_get", pattern);
 }
 
 const FILES: Record<string, Uint8Array<ArrayBuffer>> = {
-  "big.bin": randomBytes(1_500_000),
-  "small.bin": randomBytes(300),
+  "big.bin": randomBytesEveryValue(1_500_000),
+  "small.bin": randomBytesEveryValue(300),
   "crlf.txt": new TextEncoder().encode("a\r\n\r\n0\r\n\r\nb\n"),
   "empty": new Uint8Array(0),
 };

@@ -14,6 +14,12 @@ import {
   type HttpsViaProxyStep,
 } from "../examples/https_via_proxy.ts";
 import { readAll } from "../examples/_http.ts";
+import {
+  assertOneStderrLine,
+  randomBytesEveryValue,
+  type Run,
+  runExample as runScript,
+} from "./_helpers.ts";
 import { freePort } from "./servers/_util.ts";
 import { type HttpFilesServer, startHttpFiles } from "./servers/http_files.ts";
 import { startStunnel } from "./servers/stunnel.ts";
@@ -27,50 +33,19 @@ const CERT_FILE = `${FIXTURES}localhost.pem`;
 const KEY_FILE = `${FIXTURES}localhost.key`;
 const ca = await Deno.readTextFile(CA_FILE);
 
-interface Run {
-  code: number;
-  stdout: Uint8Array;
-  stderr: string;
-}
-
-async function runExample(args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", EXAMPLE, ...args],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: out.stdout,
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function runExample(args: string[]): Promise<Run> {
+  return runScript(EXAMPLE, args);
 }
 
 function assertOneLineError(run: Run, pattern: RegExp): void {
   assert.notEqual(run.code, 0, "expected a failure");
   assert.equal(run.stdout.length, 0, "expected nothing on stdout");
-  const lines = run.stderr.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected one line, got:\n${run.stderr}`);
-  assert.match(lines[0], /^https_via_proxy: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(run.stderr, /\n\s+at |Uncaught|error: /);
-}
-
-/** Random bytes, every byte value included. */
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let at = 0; at < n; at += 65536) {
-    crypto.getRandomValues(out.subarray(at, Math.min(n, at + 65536)));
-  }
-  for (let i = 0; i < Math.min(256, n); i++) out[i] = i;
-  return out;
+  assertOneStderrLine(run.stderr, "https_via_proxy", pattern);
 }
 
 const FILES: Record<string, Uint8Array<ArrayBuffer>> = {
-  "big.bin": randomBytes(1_500_000),
-  "small.bin": randomBytes(300),
+  "big.bin": randomBytesEveryValue(1_500_000),
+  "small.bin": randomBytesEveryValue(300),
   "crlf.txt": new TextEncoder().encode("a\r\n\r\n0\r\n\r\nb\n"),
   "empty": new Uint8Array(0),
 };

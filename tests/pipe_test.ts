@@ -7,57 +7,15 @@ import {
   PipeListener,
   pipeProtocol,
 } from "../src/pipe.ts";
+import {
+  randomBytes,
+  readAllRandomly,
+  sha256,
+  writeAllRandomly,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function randomBytes(size: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) {
-    crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65536)));
-  }
-  return bytes;
-}
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16)).join(":");
-}
-
-/** Writes all of `data` in chunks of random sizes, then half-closes. */
-async function writeAllRandomly(flow: PipeFlow, data: Uint8Array) {
-  let offset = 0;
-  while (offset < data.length) {
-    const size = 1 + Math.floor(Math.random() * 100_000);
-    const n = await flow.write(data.subarray(offset, offset + size));
-    assert.ok(n > 0);
-    offset += n;
-  }
-  await flow.closeWrite();
-}
-
-/** Reads to end of flow into buffers of random sizes. */
-async function readAllRandomly(
-  flow: PipeFlow,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  while (true) {
-    const buf = new Uint8Array(1 + Math.floor(Math.random() * 70_000));
-    const n = await flow.read(buf);
-    if (n === null) break;
-    assert.ok(n > 0 && n <= buf.length);
-    chunks.push(buf.subarray(0, n));
-    total += n;
-  }
-  const all = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return all;
-}
 
 /** Resolves once every queued microtask and one macrotask ran. */
 function settle(): Promise<void> {

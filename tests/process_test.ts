@@ -8,23 +8,12 @@ import {
   processProtocol,
   spawnFlow,
 } from "../src/process.ts";
+import { readExactly } from "./_helpers.ts";
 import { createRepository, git } from "./servers/git_daemon.ts";
 import { startSshd } from "./servers/sshd.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-async function readExactly(flow: ProcessFlow, n: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(n);
-  for (let off = 0; off < n;) {
-    const got = await flow.read(buf.subarray(off));
-    if (got === null) {
-      throw new Error(`Unexpected end of flow after ${off} bytes`);
-    }
-    off += got;
-  }
-  return buf;
-}
 
 /** Reads one pkt-line; `null` for a flush packet. */
 async function readPktLine(flow: ProcessFlow): Promise<string | null> {

@@ -3,6 +3,7 @@ import type { Flow } from "../mod.ts";
 import { listenPipe, pipe, type PipeFlow } from "../src/pipe.ts";
 import { serve } from "../src/serve.ts";
 import { startTls, TlsError, type TlsFlow } from "../src/tls.ts";
+import { delay, fixture } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -410,15 +411,9 @@ Deno.test("serve() abandons a pending next() of a listener without close()", asy
 
 // --- TLS: serve(listener, handler, { tls }) ---------------------------------
 
-const fixture = (name: string): Promise<string> =>
-  Deno.readTextFile(new URL(`./fixtures/${name}`, import.meta.url));
-const CA = await fixture("ca.pem");
-const CERT = await fixture("localhost.pem");
-const KEY = await fixture("localhost.key");
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+const CA = fixture("ca.pem");
+const CERT = fixture("localhost.pem");
+const KEY = fixture("localhost.key");
 
 /** Reads a Deno.Conn to its end, as text. */
 async function readText(conn: Deno.Conn): Promise<string> {

@@ -10,17 +10,18 @@ import {
   TlsError,
   type TlsFlow,
 } from "../src/tls.ts";
+import {
+  der,
+  fixture,
+  fixturePath as path,
+  randomBytes,
+  readAll,
+  sha256,
+  writeAll,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-const fixtures = new URL("./fixtures/", import.meta.url);
-function path(name: string): string {
-  return new URL(name, fixtures).pathname;
-}
-function fixture(name: string): string {
-  return Deno.readTextFileSync(path(name));
-}
 
 const ca = fixture("ca.pem");
 const ecdsa = { cert: fixture("localhost.pem"), key: fixture("localhost.key") };
@@ -31,49 +32,6 @@ const selfSigned = {
   key: fixture("selfsigned.key"),
 };
 const trusting: TlsClientOptions = { hostname: "localhost", caCerts: [ca] };
-
-function der(pem: string): Uint8Array {
-  const body = pem.split("-----")[2].replace(/\s+/g, "");
-  return Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
-}
-
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) {
-    crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65536)));
-  }
-  return bytes;
-}
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16)).join("");
-}
-
-async function writeAll(flow: Flow, data: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < data.length;) {
-    offset += await flow.write(data.subarray(offset, offset + 100_000));
-  }
-}
-
-async function readAll(flow: Flow): Promise<Uint8Array<ArrayBuffer>> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await flow.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-  }
-  const all = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return all;
-}
 
 /** Reads until `text` has arrived (or end of flow), returning all read. */
 async function readUntil(flow: Flow, text: string): Promise<string> {
@@ -290,7 +248,7 @@ Deno.test("startTls() talks to Deno.listenTls and moves 4 MiB both ways", async 
     using conn = await listener.accept();
     const info = await conn.handshake();
     const data = await readAll(conn);
-    await writeAll(conn, data);
+    await writeAll(conn, data, 100_000);
     await conn.closeWrite();
     return info;
   })();
@@ -303,7 +261,7 @@ Deno.test("startTls() talks to Deno.listenTls and moves 4 MiB both ways", async 
   assert.equal(info.alpnProtocol, "echo");
   const data = randomBytes(4 * 1024 * 1024);
   const [, got] = await Promise.all([
-    writeAll(flow, data).then(() => flow.closeWrite()),
+    writeAll(flow, data, 100_000).then(() => flow.closeWrite()),
     readAll(flow),
   ]);
   assert.equal(await sha256(got), await sha256(data));
@@ -354,7 +312,7 @@ Deno.test("acceptTls() serves Deno.connectTls with ALPN and a client certificate
   const data = randomBytes(2 * 1024 * 1024);
   const served = serveOnce(listener, async (flow) => {
     const got = await readAll(flow);
-    await writeAll(flow, got);
+    await writeAll(flow, got, 100_000);
     await flow.closeWrite();
   }, { ...ecdsa, alpnProtocols: ["h2", "echo"], clientCaCerts: [ca] });
   using conn = await Deno.connectTls({
@@ -367,7 +325,7 @@ Deno.test("acceptTls() serves Deno.connectTls with ALPN and a client certificate
   const info = await conn.handshake();
   assert.equal(info.alpnProtocol, "echo");
   const [, got] = await Promise.all([
-    writeAll(conn, data).then(() => conn.closeWrite()),
+    writeAll(conn, data, 100_000).then(() => conn.closeWrite()),
     readAll(conn),
   ]);
   assert.equal(await sha256(got), await sha256(data));

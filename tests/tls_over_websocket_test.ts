@@ -12,6 +12,13 @@ import {
   sha256,
   TlsOverWebSocketError,
 } from "../examples/tls_over_websocket.ts";
+import {
+  assertOneStderrLine,
+  concat,
+  randomBytes as random,
+  runExampleText,
+  type TextRun as Run,
+} from "./_helpers.ts";
 import { startWebsockify } from "./servers/websockify.ts";
 import { freePort } from "./servers/_util.ts";
 
@@ -23,59 +30,19 @@ const ca = await Deno.readTextFile(CA_FILE);
 const cert = await Deno.readTextFile(new URL("localhost.pem", fixtures));
 const key = await Deno.readTextFile(new URL("localhost.key", fixtures));
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function runExample(args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", EXAMPLE, ...args],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function runExample(args: string[]): Promise<Run> {
+  return runExampleText(EXAMPLE, args);
 }
 
 function assertOneLineError(run: Run, pattern: RegExp): void {
   assert.notEqual(run.code, 0, `expected a failure, got:\n${run.stdout}`);
-  const lines = run.stderr.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected one line, got:\n${run.stderr}`);
-  assert.match(lines[0], /^tls_over_websocket: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(run.stderr, /\n\s+at |Uncaught|error: /);
+  assertOneStderrLine(run.stderr, "tls_over_websocket", pattern);
 }
 
 /** The value of a `name: value` line of the example's output. */
 function field(stdout: string, name: string): string | undefined {
   const line = stdout.split("\n").find((l) => l.startsWith(`${name}:`));
   return line?.slice(name.length + 1).trim();
-}
-
-function random(n: number): Uint8Array<ArrayBuffer> {
-  const data = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) {
-    crypto.getRandomValues(data.subarray(i, Math.min(n, i + 65536)));
-  }
-  return data;
-}
-
-/** Concatenates chunks. */
-function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }
 
 interface TlsEcho extends AsyncDisposable {

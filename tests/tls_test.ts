@@ -14,13 +14,19 @@ import {
   type TlsFlow,
   type TlsServerOptions,
 } from "../src/tls.ts";
+import {
+  delay,
+  der,
+  fixture,
+  randomBytes,
+  readAllRandomly as readAll,
+  readExactly,
+  sha256,
+  writeAllRandomly as writeRandomly,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function fixture(name: string): string {
-  return Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
-}
 
 const ca = fixture("ca.pem");
 const ecdsa = { cert: fixture("localhost.pem"), key: fixture("localhost.key") };
@@ -35,77 +41,6 @@ const wrongName = {
   key: fixture("wrongname.key"),
 };
 const trusting: TlsClientOptions = { hostname: "localhost", caCerts: [ca] };
-
-/** The DER of the first certificate of a PEM chain. */
-function der(pem: string): Uint8Array {
-  const body = pem.split("-----")[2].replace(/\s+/g, "");
-  return Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
-}
-
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) {
-    crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65536)));
-  }
-  return bytes;
-}
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16)).join("");
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((ok) => setTimeout(ok, ms));
-}
-
-/** Writes all of `data` in chunks of random sizes, then half-closes. */
-async function writeRandomly(flow: Flow, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const size = 1 + Math.floor(Math.random() * 100_000);
-    const n = await flow.write(data.subarray(offset, offset + size));
-    assert.ok(n > 0);
-    offset += n;
-  }
-  await flow.closeWrite();
-}
-
-/** Reads to end of flow, into buffers of random sizes up to `max`. */
-async function readAll(
-  flow: Flow,
-  max = 70_000,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const buf = new Uint8Array(1 + Math.floor(Math.random() * max));
-    const n = await flow.read(buf);
-    if (n === null) break;
-    assert.ok(n > 0 && n <= buf.length);
-    chunks.push(buf.subarray(0, n));
-    total += n;
-  }
-  const all = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return all;
-}
-
-/** Reads exactly `n` bytes, or fails at end of flow. */
-async function readExactly(flow: Flow, n: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(n);
-  let offset = 0;
-  while (offset < n) {
-    const got = await flow.read(buf.subarray(offset));
-    if (got === null) throw new Error(`end of flow after ${offset} bytes`);
-    offset += got;
-  }
-  return buf;
-}
 
 interface Connected {
   client: TlsFlow;

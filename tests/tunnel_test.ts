@@ -18,7 +18,11 @@ import {
   TunnelError,
   TunnelFlow,
 } from "../src/tunnel.ts";
-import { startEchoServer } from "./servers/echo.ts";
+import {
+  randomBytes as random,
+  roundTrip as echoRoundTrip,
+} from "./_helpers.ts";
+import { startEchoServer, startTlsEchoOnce } from "./servers/echo.ts";
 import { startStunnel } from "./servers/stunnel.ts";
 import { startTinyproxy } from "./servers/tinyproxy.ts";
 
@@ -28,38 +32,9 @@ const fixtures = new URL("./fixtures/", import.meta.url);
 const certPath = new URL("localhost.pem", fixtures).pathname;
 const keyPath = new URL("localhost.key", fixtures).pathname;
 
-function random(n: number): Uint8Array {
-  const data = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) {
-    crypto.getRandomValues(data.subarray(i, Math.min(n, i + 65536)));
-  }
-  return data;
-}
-
-async function readExactly(flow: Flow, n: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(n);
-  for (let off = 0; off < n;) {
-    const got = await flow.read(buf.subarray(off));
-    if (got === null) {
-      throw new Error(`Unexpected end of flow after ${off} of ${n} bytes`);
-    }
-    off += got;
-  }
-  return buf;
-}
-
-/** Writes `data` while reading as many bytes back. */
-async function roundTrip(flow: Flow, data: Uint8Array): Promise<Uint8Array> {
-  const writing = (async () => {
-    for (let off = 0; off < data.length;) {
-      off += await flow.write(data.subarray(off, off + 65536));
-    }
-  })();
-  const [, echoed] = await Promise.all([
-    writing,
-    readExactly(flow, data.length),
-  ]);
-  return echoed;
+/** Writes `data` in 64 KiB writes while reading as many bytes back. */
+function roundTrip(flow: Flow, data: Uint8Array): Promise<Uint8Array> {
+  return echoRoundTrip(flow, data, 65536);
 }
 
 function tcpContext(port: number): Context {
@@ -203,35 +178,14 @@ Deno.test("tunnel goes through an HTTPS proxy (stunnel in front of tinyproxy)", 
 
     await t.step("TLS inside the tunnel inside TLS", async () => {
       // An HTTPS-like origin: Deno's own TLS, independent of ours.
-      const listener = Deno.listenTls({
-        hostname: "127.0.0.1",
-        port: 0,
-        cert,
-        key,
-      });
-      const serving = (async () => {
-        const conn = await listener.accept();
-        listener.close();
-        try {
-          const buf = new Uint8Array(64 * 1024);
-          for (let n; (n = await conn.read(buf)) !== null;) {
-            for (let off = 0; off < n;) {
-              off += await conn.write(buf.subarray(off, n));
-            }
-          }
-        } catch {
-          // The tunnel went away.
-        } finally {
-          conn.close();
-        }
-      })();
+      const origin = startTlsEchoOnce(cert, key);
       try {
         const flow = await resolve(empty.add(tls.endpoint, {
           hostname: "localhost",
           caCerts: [ca],
           over: empty.add(tunnel.endpoint, {
             proxy: httpsProxy,
-            target: { hostname: "127.0.0.1", port: listener.addr.port },
+            target: { hostname: "127.0.0.1", port: origin.port },
           }),
         }));
         assert.ok(tls.is(flow));
@@ -239,7 +193,7 @@ Deno.test("tunnel goes through an HTTPS proxy (stunnel in front of tinyproxy)", 
         const data = random(256 * 1024);
         assert.deepEqual(await roundTrip(flow, data), data);
       } finally {
-        await serving;
+        await origin.served;
       }
     });
   } finally {

@@ -11,56 +11,13 @@ import {
   type WebSocketFlow,
   websocketFlow,
 } from "../src/websocket.ts";
-import { startEchoServer } from "./servers/echo.ts";
+import { randomBytes as random, roundTrip } from "./_helpers.ts";
+import { startEchoServer, startTlsEchoOnce } from "./servers/echo.ts";
 import { startWebsockify } from "./servers/websockify.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const fixtures = new URL("./fixtures/", import.meta.url);
-
-function random(n: number): Uint8Array {
-  const data = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) {
-    crypto.getRandomValues(data.subarray(i, Math.min(n, i + 65536)));
-  }
-  return data;
-}
-
-async function readExactly(
-  flow: { read(p: Uint8Array): Promise<number | null> },
-  n: number,
-): Promise<Uint8Array> {
-  const buf = new Uint8Array(n);
-  for (let off = 0; off < n;) {
-    const got = await flow.read(buf.subarray(off));
-    if (got === null) {
-      throw new Error(`Unexpected end of flow after ${off} of ${n} bytes`);
-    }
-    off += got;
-  }
-  return buf;
-}
-
-/** Writes `data` in chunks while reading as many bytes back. */
-async function roundTrip(
-  flow: {
-    read(p: Uint8Array): Promise<number | null>;
-    write(p: Uint8Array): Promise<number>;
-  },
-  data: Uint8Array,
-  chunk = 100_000,
-): Promise<Uint8Array> {
-  const writing = (async () => {
-    for (let off = 0; off < data.length;) {
-      off += await flow.write(data.subarray(off, off + chunk));
-    }
-  })();
-  const [, echoed] = await Promise.all([
-    writing,
-    readExactly(flow, data.length),
-  ]);
-  return echoed;
-}
 
 interface WsServer extends AsyncDisposable {
   url: string;
@@ -275,29 +232,8 @@ Deno.test("TLS runs over a WebSocket flow through websockify", async () => {
   const key = await Deno.readTextFile(new URL("localhost.key", fixtures));
   const ca = await Deno.readTextFile(new URL("ca.pem", fixtures));
   // A TLS echo server made by Deno itself, independent of our TLS.
-  const listener = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert,
-    key,
-  });
-  const serving = (async () => {
-    const conn = await listener.accept();
-    listener.close();
-    try {
-      const buf = new Uint8Array(64 * 1024);
-      for (let n; (n = await conn.read(buf)) !== null;) {
-        for (let off = 0; off < n;) {
-          off += await conn.write(buf.subarray(off, n));
-        }
-      }
-    } catch {
-      // The bridge hung up.
-    } finally {
-      conn.close();
-    }
-  })();
-  const bridge = await startWebsockify({ targetPort: listener.addr.port });
+  const origin = startTlsEchoOnce(cert, key);
+  const bridge = await startWebsockify({ targetPort: origin.port });
   try {
     const ws = await websocketFlow(`ws://127.0.0.1:${bridge.port}`);
     await using flow = await startTls(ws, {
@@ -311,7 +247,7 @@ Deno.test("TLS runs over a WebSocket flow through websockify", async () => {
     flow.close();
     await ws.closed;
   } finally {
-    await serving;
+    await origin.served;
     await bridge.close();
   }
 });

@@ -5,21 +5,10 @@
  * @module
  */
 
+import { concat } from "../_helpers.ts";
 import type { Prng } from "./prng.ts";
 
 const INTERESTING = [0x00, 0x01, 0x7f, 0x80, 0xff, 0x16, 0x17, 0x15, 0x14];
-
-function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 /** The names of the byte mutations {@linkcode mutateBytes} applies. */
 export const BYTE_MUTATIONS = [
@@ -76,22 +65,22 @@ export function mutateBytes(
     case "delete": {
       const at = rng.int(n);
       const len = rng.range(1, Math.min(64, n - at));
-      return concat(out.subarray(0, at), out.subarray(at + len));
+      return concat([out.subarray(0, at), out.subarray(at + len)]);
     }
     case "insert": {
       const at = rng.int(n + 1);
-      return concat(
+      return concat([
         out.subarray(0, at),
         rng.bytes(rng.range(1, 32)),
         out.subarray(at),
-      );
+      ]);
     }
     case "duplicate": {
       const at = rng.int(n);
       const len = rng.range(1, Math.min(256, n - at));
       const piece = out.slice(at, at + len);
       const to = rng.int(n + 1);
-      return concat(out.subarray(0, to), piece, out.subarray(to));
+      return concat([out.subarray(0, to), piece, out.subarray(to)]);
     }
     case "splice": {
       const donor = donors.length > 0 ? rng.pick(donors) : out;
@@ -99,11 +88,11 @@ export function mutateBytes(
       const at = rng.int(n + 1);
       const from = rng.int(donor.length);
       const len = rng.range(1, donor.length - from);
-      return concat(
+      return concat([
         out.subarray(0, at),
         donor.subarray(from, from + len),
         out.subarray(rng.chance(0.5) ? at : Math.min(n, at + len)),
-      );
+      ]);
     }
     case "length": {
       // TLS record or handshake length fields: 16-bit big endian words.

@@ -23,12 +23,9 @@ import {
   type Session,
   TlsError,
 } from "../../src/_engine.ts";
+import { concat, fixture } from "../_helpers.ts";
 import { mutateBytes, mutateBytesMany } from "./mutate.ts";
 import { Prng } from "./prng.ts";
-
-function fixture(name: string): string {
-  return Deno.readTextFileSync(new URL(`../fixtures/${name}`, import.meta.url));
-}
 
 /** A client and a server configuration that handshake with each other. */
 interface Setup {
@@ -86,18 +83,6 @@ export function records(stream: Uint8Array): Uint8Array[] {
     const end = Math.min(stream.length, off + 5 + len);
     out.push(stream.slice(off, end));
     off = end;
-  }
-  return out;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
   }
   return out;
 }

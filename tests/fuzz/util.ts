@@ -1,11 +1,12 @@
 /**
  * Helpers shared by the reliability tests and the stress scripts: bounded
- * waits (a hang becomes a failure), whole-flow reads and writes, digests.
+ * waits (a hang becomes a failure), loopback pairs; and, from
+ * `../_helpers.ts`, whole-flow reads and writes, digests and fixtures.
  *
  * @module
  */
 
-import type { Flow } from "../../mod.ts";
+export { delay, fixture, readAll, sha256, writeAll } from "../_helpers.ts";
 
 /** One mebibyte. */
 export const MiB = 1024 * 1024;
@@ -60,15 +61,6 @@ export async function pendingAfter(
   return r === PENDING;
 }
 
-/**
- * Waits `ms` milliseconds.
- *
- * @param ms How long.
- */
-export function delay(ms: number): Promise<void> {
-  return new Promise((ok) => setTimeout(ok, ms));
-}
-
 /** A promise with its resolve and reject. */
 export interface Deferred<T> {
   promise: Promise<T>;
@@ -89,73 +81,6 @@ export function deferred<T = void>(): Deferred<T> {
     reject = ko;
   });
   return { promise, resolve, reject };
-}
-
-/**
- * SHA-256 of `bytes`, hex.
- *
- * @param bytes The bytes.
- * @returns The digest.
- */
-export async function sha256(bytes: Uint8Array): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new Uint8Array(bytes));
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
-}
-
-/**
- * Writes all of `data` in writes of at most `chunk` bytes.
- *
- * @param flow The flow.
- * @param data The bytes.
- * @param chunk The most bytes per write.
- */
-export async function writeAll(
-  flow: Flow,
-  data: Uint8Array,
-  chunk = 65536,
-): Promise<void> {
-  for (let off = 0; off < data.length;) {
-    const n = await flow.write(data.subarray(off, off + chunk));
-    if (!(n > 0)) throw new Error(`write returned ${n}`);
-    off += n;
-  }
-}
-
-/**
- * Reads to end of flow with reads of at most `size` bytes.
- *
- * @param flow The flow.
- * @param size The read buffer size.
- * @returns Every byte read.
- */
-export async function readAll(flow: Flow, size = 65536): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(size);
-  for (;;) {
-    const n = await flow.read(buf);
-    if (n === null) break;
-    parts.push(buf.slice(0, n));
-    total += n;
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
-/**
- * Reads a test fixture (tests/fixtures/...).
- *
- * @param name The path under tests/fixtures.
- * @returns Its text.
- */
-export function fixture(name: string): string {
-  return Deno.readTextFileSync(new URL(`../fixtures/${name}`, import.meta.url));
 }
 
 /**

@@ -15,6 +15,48 @@ export interface Server {
   close(): Promise<void>;
 }
 
+/** Options of {@linkcode runCommand}. */
+export interface RunCommandOptions {
+  /** More environment variables. */
+  env?: Record<string, string>;
+  /** The working directory. */
+  cwd?: string;
+  /** Names the command in the error (default: the command and its arguments). */
+  what?: string;
+}
+
+/**
+ * Runs a command to its end with no stdin.
+ *
+ * @param command The program.
+ * @param args Its arguments.
+ * @param options Its environment, working directory, and name for errors.
+ * @returns What it printed on stdout.
+ * @throws {Error} `<what> failed: <its stderr>` when it exits non-zero.
+ */
+export async function runCommand(
+  command: string,
+  args: string[],
+  options: RunCommandOptions = {},
+): Promise<string> {
+  const out = await new Deno.Command(command, {
+    args,
+    cwd: options.cwd,
+    env: options.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `${options.what ?? `${command} ${args.join(" ")}`} failed: ${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
 const installing = new Map<string, Promise<void>>();
 
 function findInPath(command: string): string | undefined {
@@ -58,20 +100,14 @@ export async function ensureCommand(
           `Cannot find ${command}: install it with apt-get install -y ${pkg}`,
         );
       }
-      const out = await new Deno.Command("apt-get", {
-        args: ["install", "-y", "-o", "DPkg::Lock::Timeout=600", pkg],
-        env: { DEBIAN_FRONTEND: "noninteractive" },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      if (!out.success) {
-        throw new Error(
-          `apt-get install -y ${pkg} failed: ${
-            new TextDecoder().decode(out.stderr)
-          }`,
-        );
-      }
+      await runCommand(
+        "apt-get",
+        ["install", "-y", "-o", "DPkg::Lock::Timeout=600", pkg],
+        {
+          env: { DEBIAN_FRONTEND: "noninteractive" },
+          what: `apt-get install -y ${pkg}`,
+        },
+      );
     })();
     installing.set(pkg, install);
     install.catch(() => installing.delete(pkg));

@@ -72,3 +72,46 @@ export function startEchoServer(): Server {
     },
   };
 }
+
+/** A one-connection TLS echo server: {@linkcode startTlsEchoOnce}. */
+export interface TlsEchoOnce {
+  /** The loopback port it listens on. */
+  port: number;
+  /** Settles once the one connection was echoed and closed. */
+  served: Promise<void>;
+}
+
+/**
+ * Starts a TLS echo server by Deno's own TLS (`Deno.listenTls`, independent
+ * of ours) on 127.0.0.1, for one connection: it stops listening once that
+ * connection is accepted, echoes it to its end, and closes it.
+ *
+ * @param cert The certificate chain, PEM.
+ * @param key The private key, PEM.
+ * @returns Its port, and when it is done.
+ */
+export function startTlsEchoOnce(cert: string, key: string): TlsEchoOnce {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+  });
+  const served = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    try {
+      const buf = new Uint8Array(64 * 1024);
+      for (let n; (n = await conn.read(buf)) !== null;) {
+        for (let off = 0; off < n;) {
+          off += await conn.write(buf.subarray(off, n));
+        }
+      }
+    } catch {
+      // The client went away.
+    } finally {
+      conn.close();
+    }
+  })();
+  return { port: listener.addr.port, served };
+}

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ensureCommand, freePort, waitForPort } from "./_util.ts";
+import { ensureCommand, freePort, runCommand, waitForPort } from "./_util.ts";
 
 export { freePort };
 
@@ -37,8 +37,7 @@ export async function git(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<string> {
-  const out = await new Deno.Command(await ensureCommand("git", "git"), {
-    args,
+  return await runCommand(await ensureCommand("git", "git"), args, {
     cwd,
     env: {
       GIT_CONFIG_NOSYSTEM: "1",
@@ -51,16 +50,8 @@ export async function git(
       GIT_COMMITTER_DATE: "2024-01-01T00:00:00Z",
       ...env,
     },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `git ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-  return new TextDecoder().decode(out.stdout);
+    what: `git ${args.join(" ")}`,
+  });
 }
 
 /**

@@ -17,7 +17,12 @@
  * @module
  */
 
-import { ensureCommand, type Server, startServerProcess } from "./_util.ts";
+import {
+  ensureCommand,
+  runCommand as run,
+  type Server,
+  startServerProcess,
+} from "./_util.ts";
 
 export type { Server } from "./_util.ts";
 
@@ -38,23 +43,6 @@ export interface Sshd extends Server, AsyncDisposable {
   sshArgs: string[];
   /** The same as one shell command line, e.g. for `GIT_SSH_COMMAND`. */
   sshCommand: string;
-}
-
-async function run(command: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `${command} ${args.join(" ")} failed: ${
-        new TextDecoder().decode(out.stderr)
-      }`,
-    );
-  }
-  return new TextDecoder().decode(out.stdout);
 }
 
 function shellQuote(arg: string): string {
