@@ -133,7 +133,6 @@ export function withSsh(
   );
 }
 
-/** Closes `flow`; a `Deno.Conn` throws when closed twice, which is fine here. */
 /** Closes `flow` when `signal` aborts, so a pending read ends. */
 function closeOnAbort(flow: Flow, signal: AbortSignal | undefined): () => void {
   if (signal === undefined) return () => {};
