@@ -21,6 +21,7 @@ mod alloc_count;
 mod chacha;
 mod errors;
 mod options;
+mod verify_cache;
 
 use std::cell::UnsafeCell;
 use std::io::{self, Read, Write};

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -24,6 +25,7 @@ use rustls::{CipherSuite, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::errors::EngineError;
+use crate::verify_cache::CachingVerifier;
 use crate::HostTime;
 
 #[derive(Default)]
@@ -170,7 +172,12 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
     } else {
-        builder.with_root_certificates(store)
+        // webpki's verifier, as with_root_certificates() makes it, behind a
+        // cache of its successes (see verify_cache.rs).
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+            .build()
+            .map_err(|e| bad(format!("caCerts: {e}")))?;
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(CachingVerifier::new(webpki)))
     };
     let mut cfg = match (o.cert, o.key) {
         (Some(c), Some(k)) => {
