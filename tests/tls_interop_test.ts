@@ -563,6 +563,19 @@ Deno.test("acceptTls() rejects openssl s_client without the required certificate
   assertTlsError(error, ["NoCertificatesPresented", "CertificateRequired"]);
 });
 
+Deno.test("acceptTls() rejects openssl s_client with no signature scheme in common", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = serveOnce(listener, echoLine, rsa);
+  const out = await opensslClient(
+    listener.addr.port,
+    ["-tls1_3", "-sigalgs", "ECDSA+SHA256"],
+    "x\n",
+  );
+  assert.notEqual(out.code, 0);
+  const { error } = await served;
+  assertTlsError(error, "PeerIncompatible");
+});
+
 // ---------------------------------------------------------------------------
 // Transports that fail mid-handshake
 // ---------------------------------------------------------------------------

@@ -99,6 +99,8 @@ pub fn from_rustls(err: &Error) -> EngineError {
         Error::PeerMisbehaved(_) => "ProtocolViolation",
         Error::NoCertificatesPresented => "NoCertificatesPresented",
         Error::UnsupportedNameType => "NotValidForName",
+        // rustls reports "no signature scheme in common" as a general error.
+        Error::General(m) if m.contains("incompatible signing key") => "PeerIncompatible",
         _ => "TlsFailure",
     };
     EngineError { kind: ErrorKind::Tls, code, alert, message: err.to_string() }
