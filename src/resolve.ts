@@ -140,6 +140,23 @@ const unfolded = new WeakMap<readonly Endpoint[], Unfolded>();
 
 const absent = Symbol("absent");
 
+const unabortable = new WeakSet<AbortSignal>();
+
+/**
+ * Whether `signal` is one {@linkcode connect} made because its caller gave
+ * none: nobody holds its controller, so it never aborts. Internal: lets a
+ * protocol skip the cost of arming a cancellation (e.g. `Deno.connect`'s).
+ */
+export function neverAborts(signal: AbortSignal): boolean {
+  return unabortable.has(signal);
+}
+
+function unabortableSignal(): AbortSignal {
+  const signal = new AbortController().signal;
+  unabortable.add(signal);
+  return signal;
+}
+
 function asyncClose(this: Flow): Promise<void> {
   this.close();
   return Promise.resolve();
@@ -416,7 +433,7 @@ export async function connect(
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
   const { onEvent } = options ?? {};
-  const signal = options?.signal ?? new AbortController().signal;
+  const signal = options?.signal ?? unabortableSignal();
   const attempts: Attempt[] = [];
   for (const { value, data } of endpoints) {
     signal.throwIfAborted();

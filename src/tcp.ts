@@ -28,6 +28,7 @@
  */
 
 import { type Protocol, register } from "./protocol.ts";
+import { neverAborts } from "./resolve.ts";
 
 // The core's types this entry point's API mentions, so that its documentation
 // stands alone (`deno doc --lint src/tcp.ts`).
@@ -225,7 +226,13 @@ const defaultLookup: Lookup = async (hostname, recordType, signal) => {
 
 const defaultConnect = (
   options: { hostname: string; port: number; signal: AbortSignal },
-): Promise<Deno.TcpConn> => Deno.connect(options);
+): Promise<Deno.TcpConn> =>
+  // A signal that can never abort is not worth Deno's cancel handle.
+  Deno.connect(
+    options.signal === never || neverAborts(options.signal)
+      ? { hostname: options.hostname, port: options.port }
+      : options,
+  );
 
 function asyncDispose(this: Deno.Conn): Promise<void> {
   // Deno's Symbol.dispose closes without throwing when already closed.
