@@ -3,7 +3,8 @@
 //! ring's ChaCha20 on wasm32 is its portable fallback: one 64-byte block at a
 //! time in scalar code. Here four blocks are computed at once, one per lane
 //! of `v128` vectors (no shuffles inside the rounds), which is ~3x faster in
-//! V8. Poly1305 is RustCrypto's (portable, radix 2^26, constant-time given a
+//! V8; and two such sets are interleaved for 512-byte runs (`blocks8`, ~5%
+//! more end-to-end throughput than four blocks alone). Poly1305 is RustCrypto's (portable, radix 2^26, constant-time given a
 //! constant-time multiplier; audited with chacha20poly1305). The AEAD
 //! construction is RFC 8439 §2.8; the TLS 1.3 record layer is the one of
 //! rustls' ring provider (`crypto/ring/tls13.rs`), with only the AEAD
@@ -115,9 +116,112 @@ fn blocks4(key: &[u32; 8], ctr: u32, nonce: &[u32; 3]) -> [v128; 16] {
     out
 }
 
+/// Eight keystream blocks (counters ctr..ctr+7) as two interleaved sets of
+/// `blocks4`'s rows, for more independent work per round.
+#[inline(always)]
+fn blocks8(key: &[u32; 8], ctr: u32, nonce: &[u32; 3]) -> ([v128; 16], [v128; 16]) {
+    let mk = |c: u32| -> [v128; 16] {
+        [
+            u32x4_splat(0x6170_7865),
+            u32x4_splat(0x3320_646e),
+            u32x4_splat(0x7962_2d32),
+            u32x4_splat(0x6b20_6574),
+            u32x4_splat(key[0]),
+            u32x4_splat(key[1]),
+            u32x4_splat(key[2]),
+            u32x4_splat(key[3]),
+            u32x4_splat(key[4]),
+            u32x4_splat(key[5]),
+            u32x4_splat(key[6]),
+            u32x4_splat(key[7]),
+            i32x4_add(u32x4_splat(c), u32x4(0, 1, 2, 3)),
+            u32x4_splat(nonce[0]),
+            u32x4_splat(nonce[1]),
+            u32x4_splat(nonce[2]),
+        ]
+    };
+    let in_x = mk(ctr);
+    let in_y = mk(ctr.wrapping_add(4));
+    let mut x = in_x;
+    let mut y = in_y;
+    for _ in 0..10 {
+        qr2(&mut x, &mut y, 0, 4, 8, 12);
+        qr2(&mut x, &mut y, 1, 5, 9, 13);
+        qr2(&mut x, &mut y, 2, 6, 10, 14);
+        qr2(&mut x, &mut y, 3, 7, 11, 15);
+        qr2(&mut x, &mut y, 0, 5, 10, 15);
+        qr2(&mut x, &mut y, 1, 6, 11, 12);
+        qr2(&mut x, &mut y, 2, 7, 8, 13);
+        qr2(&mut x, &mut y, 3, 4, 9, 14);
+    }
+    for i in 0..16 {
+        x[i] = i32x4_add(x[i], in_x[i]);
+        y[i] = i32x4_add(y[i], in_y[i]);
+    }
+    (transpose(x), transpose(y))
+}
+
+#[inline(always)]
+fn qr2(x: &mut [v128; 16], y: &mut [v128; 16], a: usize, b: usize, c: usize, d: usize) {
+    x[a] = i32x4_add(x[a], x[b]);
+    y[a] = i32x4_add(y[a], y[b]);
+    x[d] = rotl(v128_xor(x[d], x[a]), 16);
+    y[d] = rotl(v128_xor(y[d], y[a]), 16);
+    x[c] = i32x4_add(x[c], x[d]);
+    y[c] = i32x4_add(y[c], y[d]);
+    x[b] = rotl(v128_xor(x[b], x[c]), 12);
+    y[b] = rotl(v128_xor(y[b], y[c]), 12);
+    x[a] = i32x4_add(x[a], x[b]);
+    y[a] = i32x4_add(y[a], y[b]);
+    x[d] = rotl(v128_xor(x[d], x[a]), 8);
+    y[d] = rotl(v128_xor(y[d], y[a]), 8);
+    x[c] = i32x4_add(x[c], x[d]);
+    y[c] = i32x4_add(y[c], y[d]);
+    x[b] = rotl(v128_xor(x[b], x[c]), 7);
+    y[b] = rotl(v128_xor(y[b], y[c]), 7);
+}
+
+#[inline(always)]
+fn transpose(x: [v128; 16]) -> [v128; 16] {
+    let mut out = [u32x4_splat(0); 16];
+    for g in 0..4 {
+        let (a, b, c, d) = (x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]);
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(a, b);
+        let t1 = i32x4_shuffle::<0, 4, 1, 5>(c, d);
+        let t2 = i32x4_shuffle::<2, 6, 3, 7>(a, b);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(c, d);
+        out[4 * g] = i32x4_shuffle::<0, 1, 4, 5>(t0, t1);
+        out[4 * g + 1] = i32x4_shuffle::<2, 3, 6, 7>(t0, t1);
+        out[4 * g + 2] = i32x4_shuffle::<0, 1, 4, 5>(t2, t3);
+        out[4 * g + 3] = i32x4_shuffle::<2, 3, 6, 7>(t2, t3);
+    }
+    out
+}
+
+#[inline(always)]
+fn xor256(chunk: &mut [u8], ks: &[v128; 16]) {
+    for j in 0..4 {
+        for g in 0..4 {
+            let off = 64 * j + 16 * g;
+            let p = chunk[off..off + 16].as_mut_ptr() as *mut v128;
+            // SAFETY: 16 in-bounds bytes; v128 loads/stores are unaligned.
+            unsafe { v128_store(p, v128_xor(v128_load(p), ks[4 * g + j])) };
+        }
+    }
+}
+
 /// XORs the ChaCha20 keystream (block counter `ctr`, 96-bit nonce) into
 /// `data` in place.
 fn xor_keystream(key: &ChaCha, mut ctr: u32, nonce: &[u32; 3], data: &mut [u8]) {
+    let mut big = data.chunks_exact_mut(512);
+    for chunk in &mut big {
+        let (k0, k1) = blocks8(&key.key, ctr, nonce);
+        ctr = ctr.wrapping_add(8);
+        let (c0, c1) = chunk.split_at_mut(256);
+        xor256(c0, &k0);
+        xor256(c1, &k1);
+    }
+    let data = big.into_remainder();
     let mut chunks = data.chunks_exact_mut(256);
     for chunk in &mut chunks {
         let ks = blocks4(&key.key, ctr, nonce);
