@@ -9,10 +9,12 @@
 // Deno.connect and nothing else, splits the overhead between the core
 // (unfold, connect) and the tcp protocol (validation, signal, no-delay).
 //
-// Bulk: each round sends 64 MiB several times each way to a sink, with 64 KiB
-// and with 1 MiB writes; target ≥ 0.95 (resolved / direct, MB/s). The
-// resolved flow *is* a Deno.TcpConn, so the only difference is TCP_NODELAY,
-// which the tcp protocol turns on; "direct+nodelay" shows its own effect.
+// Bulk: each round sends 256 MiB twice each way to a sink, with 64 KiB and
+// with 1 MiB writes, each way in a child process of its own; target ≥ 0.95
+// (resolved / direct, MB/s). The resolved flow *is* a Deno.TcpConn, so the
+// only difference is TCP_NODELAY, which the tcp protocol turns on (the
+// kernel then pushes every write at once); "direct+nodelay" shows its own
+// effect, and "resolved noDelay:false" the flow without it.
 import { empty, type Flow, register, resolve } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 
@@ -22,10 +24,15 @@ const BLOCK = 50;
 const BULK = 256 * 1024 * 1024;
 const CHUNKS = [64 * 1024, 1024 * 1024];
 const TRANSFERS = 2;
-const ROUNDS = Number(Deno.args[0] ?? 7);
+const CHILD = Deno.args[0] === "--bulk";
+const SINK = Deno.args[0] === "--sink";
+const ROUNDS = CHILD ? 0 : Number(Deno.args[0] ?? 7);
 
 const acceptor = Deno.listen({ hostname: HOST, port: 0 });
+// The sink lives in a process of its own (`--sink`), so the readers never
+// share the writers' thread; `--bulk` children get its port as an argument.
 const sink = Deno.listen({ hostname: HOST, port: 0 });
+const sinkPort = CHILD ? Number(Deno.args[3]) : sink.addr.port;
 
 async function serveAcceptor(): Promise<void> {
   try {
@@ -61,9 +68,9 @@ const serving = [serveAcceptor(), serveSink()];
 
 const at = (port: number) => ({ hostname: HOST, port });
 const tcpCtx = empty.add(tcp.endpoint, at(acceptor.addr.port));
-const sinkCtx = empty.add(tcp.endpoint, at(sink.addr.port));
+const sinkCtx = empty.add(tcp.endpoint, at(sinkPort));
 const nagleCtx = empty.add(tcp.endpoint, {
-  ...at(sink.addr.port),
+  ...at(sinkPort),
   noDelay: false,
 });
 const bare = register(
@@ -94,9 +101,9 @@ const connects = {
 type ConnectWay = keyof typeof connects;
 
 const opens = {
-  direct: (): Promise<Flow> => Deno.connect(at(sink.addr.port)),
+  direct: (): Promise<Flow> => Deno.connect(at(sinkPort)),
   "direct+nodelay": async (): Promise<Flow> => {
-    const conn = await Deno.connect(at(sink.addr.port));
+    const conn = await Deno.connect(at(sinkPort));
     conn.setNoDelay(true);
     return conn;
   },
@@ -123,11 +130,64 @@ const usPerConnect: Record<ConnectWay, number[]> = {
 const mbPerSecond = new Map<string, number[]>();
 const bulkKey = (way: BulkWay, chunk: number) => `${way} ${chunk}`;
 
+if (SINK) {
+  console.log(sink.addr.port);
+  await Promise.all(serving); // until killed
+}
+
+if (CHILD) {
+  // Child mode: `--bulk <way> <chunk>` prints the ms that TRANSFERS
+  // transfers took, after one to warm up.
+  const way = Deno.args[1] as BulkWay;
+  const chunk = Number(Deno.args[2]);
+  await transfer(await opens[way](), chunk);
+  const t0 = performance.now();
+  for (let i = 0; i < TRANSFERS; i++) await transfer(await opens[way](), chunk);
+  console.log(performance.now() - t0);
+  acceptor.close();
+  sink.close();
+  await Promise.all(serving);
+  Deno.exit(0);
+}
+
 // Warm up every path (JIT, the servers' loops).
 for (const connect of Object.values(connects)) {
   for (let i = 0; i < 200; i++) await connect();
 }
-for (const open of Object.values(opens)) await transfer(await open(), 65536);
+const sinkProcess = await (async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname, "--sink"],
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the sink process ended");
+    text += decoder.decode(value, { stream: true });
+  }
+  await reader.cancel();
+  return { child, port: Number(text.trim()) };
+})();
+
+/** Runs one bulk way in a child process; resolves to the ms it took. */
+async function bulkInChild(way: BulkWay, chunk: number): Promise<number> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--bulk",
+      way,
+      `${chunk}`,
+      `${sinkProcess.port}`,
+    ],
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`bulk child ${way} failed`);
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
 
 const connectWays = Object.keys(connects) as ConnectWay[];
 const bulkWays = Object.keys(opens) as BulkWay[];
@@ -145,14 +205,11 @@ for (let round = 0; round < ROUNDS; round++) {
     usPerConnect[way].push(spent[way] * 1000 / CONNECTS);
   }
   for (const chunk of CHUNKS) {
+    // Each way in a process of its own, so that one way's objects never
+    // make another's call sites polymorphic (V8 feedback is per process).
     const took = new Map<BulkWay, number>();
-    for (let i = 0; i < TRANSFERS; i++) {
-      for (const way of rotate(bulkWays, round + i)) {
-        const conn = await opens[way]();
-        const t0 = performance.now();
-        await transfer(conn, chunk);
-        took.set(way, (took.get(way) ?? 0) + performance.now() - t0);
-      }
+    for (const way of rotate(bulkWays, round)) {
+      took.set(way, await bulkInChild(way, chunk));
     }
     for (const [way, ms] of took) {
       const key = bulkKey(way, chunk);
@@ -166,6 +223,8 @@ for (let round = 0; round < ROUNDS; round++) {
 acceptor.close();
 sink.close();
 await Promise.all(serving);
+sinkProcess.child.kill();
+await sinkProcess.child.status;
 
 const fmt = (x: number, d = 3) => x.toFixed(d);
 const verdict = (ok: boolean) => ok ? "ok" : "MISSED";

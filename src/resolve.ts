@@ -407,7 +407,9 @@ function sorted(
     .sort((a, b) => a.r - b.r || a.i - b.i)
     .map(({ e }) => e);
   onEvent?.({ type: "candidates", names: endpoints.map((e) => e.value.name) });
-  unfolded.set(endpoints, { cycle, folds });
+  if (cycle.length > 0 || folds.length > 0) {
+    unfolded.set(endpoints, { cycle, folds });
+  }
   return endpoints;
 }
 
@@ -458,11 +460,8 @@ export async function connect(
       const flow = await (options?.signal ? settle(pending, signal) : pending);
       p.flows.add(flow);
       if (!(Symbol.asyncDispose in flow)) {
-        Object.defineProperty(flow, Symbol.asyncDispose, {
-          value: asyncClose,
-          configurable: true,
-          writable: true,
-        });
+        // A plain assignment: cheaper than defineProperty on this hot path.
+        (flow as Partial<AsyncDisposable>)[Symbol.asyncDispose] = asyncClose;
       }
       onEvent?.({ type: "connected", protocol: p.name });
       return flow as Flow & AsyncDisposable;
@@ -504,9 +503,9 @@ export async function connect(
  * @param options A signal and a trace hook.
  * @returns The connected flow.
  */
-export async function resolve(
+export function resolve(
   ctx: Context,
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
-  return await connect(await unfold(ctx, options), options);
+  return unfold(ctx, options).then((endpoints) => connect(endpoints, options));
 }
