@@ -496,6 +496,14 @@ class EngineSession implements Session {
   }
 
   feed(data: Uint8Array): number {
+    return this.#push(data, "mimic_conn_feed");
+  }
+
+  /**
+   * Copies `data` through the scratch buffer into `op` (feed or write), a
+   * scratch-full at a time, until the engine takes fewer bytes than given.
+   */
+  #push(data: Uint8Array, op: "mimic_conn_feed" | "mimic_conn_write"): number {
     const e = this.#check();
     const x = e.x;
     const h = this.#handle;
@@ -503,7 +511,7 @@ class EngineSession implements Session {
     while (total < data.length) {
       const n = Math.min(data.length - total, SCRATCH_SIZE);
       e.mem().set(data.subarray(total, total + n), e.scratch);
-      const r = e.call(() => x.mimic_conn_feed(h, e.scratch, n));
+      const r = e.call(() => x[op](h, e.scratch, n));
       if (r < 0) throw e.error(r);
       total += r;
       if (r < n) break;
@@ -561,19 +569,7 @@ class EngineSession implements Session {
   }
 
   write(data: Uint8Array): number {
-    const e = this.#check();
-    const x = e.x;
-    const h = this.#handle;
-    let total = 0;
-    while (total < data.length) {
-      const n = Math.min(data.length - total, SCRATCH_SIZE);
-      e.mem().set(data.subarray(total, total + n), e.scratch);
-      const r = e.call(() => x.mimic_conn_write(h, e.scratch, n));
-      if (r < 0) throw e.error(r);
-      total += r;
-      if (r < n) break;
-    }
-    return total;
+    return this.#push(data, "mimic_conn_write");
   }
 
   closeNotify(): void {
