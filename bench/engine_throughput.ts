@@ -11,6 +11,7 @@
 // MIMIC_ROOT=/path/to/tree measures another checkout's engine and pump.
 
 import process from "node:process";
+import { median } from "./_stats.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 5);
 const MIB = Number(Deno.args[1] ?? 128);
@@ -238,12 +239,6 @@ async function client(): Promise<void> {
       (results[name] ??= []).push(await f());
     }
   }
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2
-      ? s[s.length >> 1]
-      : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  };
   const med: Record<string, number> = {};
   for (const [name, xs] of Object.entries(results)) {
     med[name] = median(xs);

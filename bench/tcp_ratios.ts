@@ -17,6 +17,7 @@
 // effect, and "resolved noDelay:false" the flow without it.
 import { empty, type Flow, register, resolve } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
+import { median, rotate } from "./_stats.ts";
 
 const HOST = "127.0.0.1";
 const CONNECTS = 1000;
@@ -111,16 +112,6 @@ const opens = {
   "resolved noDelay:false": (): Promise<Flow> => resolve(nagleCtx),
 };
 type BulkWay = keyof typeof opens;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function rotate<T>(xs: readonly T[], by: number): T[] {
-  return xs.map((_, i) => xs[(i + by) % xs.length]);
-}
 
 const usPerConnect: Record<ConnectWay, number[]> = {
   direct: [],

@@ -38,6 +38,7 @@ import {
   WAYS,
 } from "./_tls.ts";
 import { _engineStatsForTesting } from "../src/_engine.ts";
+import { median, rotate } from "./_stats.ts";
 
 const MiB = 1024 * 1024;
 const BLOCK = 25;
@@ -118,16 +119,6 @@ function parseArgs(args: string[]): Options & {
     }
   }
   return o;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function rotate<T>(xs: readonly T[], by: number): T[] {
-  return xs.map((_, i) => xs[(i + by) % xs.length]);
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
