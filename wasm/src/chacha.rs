@@ -101,19 +101,7 @@ fn blocks4(key: &[u32; 8], ctr: u32, nonce: &[u32; 3]) -> [v128; 16] {
     for i in 0..16 {
         x[i] = i32x4_add(x[i], input[i]);
     }
-    let mut out = [u32x4_splat(0); 16];
-    for g in 0..4 {
-        let (a, b, c, d) = (x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]);
-        let t0 = i32x4_shuffle::<0, 4, 1, 5>(a, b);
-        let t1 = i32x4_shuffle::<0, 4, 1, 5>(c, d);
-        let t2 = i32x4_shuffle::<2, 6, 3, 7>(a, b);
-        let t3 = i32x4_shuffle::<2, 6, 3, 7>(c, d);
-        out[4 * g] = i32x4_shuffle::<0, 1, 4, 5>(t0, t1);
-        out[4 * g + 1] = i32x4_shuffle::<2, 3, 6, 7>(t0, t1);
-        out[4 * g + 2] = i32x4_shuffle::<0, 1, 4, 5>(t2, t3);
-        out[4 * g + 3] = i32x4_shuffle::<2, 3, 6, 7>(t2, t3);
-    }
-    out
+    transpose(x)
 }
 
 /// Eight keystream blocks (counters ctr..ctr+7) as two interleaved sets of
