@@ -60,3 +60,4 @@ export {
   type ResolveOptions,
   unfold,
 } from "./src/resolve.ts";
+export { errors, type IoErrorClass, type IoErrors } from "./src/errors.ts";
