@@ -11,6 +11,14 @@
  * @module
  */
 
+import {
+  HOST_AEAD_ALGS,
+  type HostAead,
+  loadHostAead,
+  noHostAeadImports,
+  PREFER_AES,
+} from "./_host_aead.ts";
+
 /** A TLS failure, with a stable {@linkcode TlsError.code}. */
 export class TlsError extends Error {
   /**
@@ -87,23 +95,55 @@ export interface HandshakeInfo {
   peerCertificates: Uint8Array[];
 }
 
-/** One TLS connection inside the engine, driven sans-IO. */
+/**
+ * The engine's status after the last call on a session: what the pump
+ * needs to decide its next step, without guessing.
+ */
+export interface SessionStatus {
+  /** Decrypted bytes ready to `read()`. */
+  plaintext: number;
+  /** TLS bytes wait in `takeOutgoing()` (records, an alert, close_notify). */
+  tlsToSend: boolean;
+  /** The handshake is not complete yet. */
+  handshaking: boolean;
+  /** The peer's close_notify arrived: after the plaintext, end of flow. */
+  peerClosed: boolean;
+  /** `feedEof()` was called. */
+  transportEnded: boolean;
+  /** The session failed: every call throws its error again. */
+  failed: boolean;
+  /** close_notify was queued. */
+  notified: boolean;
+}
+
+/**
+ * One TLS connection inside the engine, driven sans-IO. The engine keeps
+ * the policy: after a failure every call throws the same `TlsError` (one
+ * code per failure, whichever call meets it), and after `feedEof()` a read
+ * without the peer's close_notify throws `"UnexpectedEof"`.
+ */
 export interface Session {
   /**
    * Hands TLS bytes received from the peer to the engine and processes them.
    * Returns how many bytes were consumed (fewer than data.length, possibly 0,
    * when the engine's plaintext buffer is full: read() first, then feed the
    * rest). Throws TlsError on a TLS error; after a throw, takeOutgoing() may
-   * still hold an alert to send to the peer.
+   * still hold an alert to send to the peer (`status.tlsToSend`).
    */
   feed(data: Uint8Array): number;
   /**
-   * Tells the engine the transport ended (EOF). Afterwards read() throws
-   * TlsError "UnexpectedEof" unless close_notify was received.
+   * Tells the engine the transport ended (EOF). Throws TlsError
+   * "UnexpectedEof" during the handshake; afterwards read() throws it
+   * unless close_notify was received.
    */
   feedEof(): void;
   /** TLS bytes the engine wants sent to the peer (a fresh copy), or null when none. */
   takeOutgoing(): Uint8Array | null;
+  /**
+   * Copies TLS bytes the engine wants sent into `buf` (from its start);
+   * returns the count, 0 when none. Call again while `status.tlsToSend`.
+   */
+  takeOutgoingInto(buf: Uint8Array): number;
   /**
    * Copies decrypted plaintext into buf: the count (>0); 0 when none is
    * available yet; null after the peer's close_notify (clean end of flow).
@@ -117,6 +157,8 @@ export interface Session {
   write(data: Uint8Array): number;
   /** Queues close_notify (then takeOutgoing()). */
   closeNotify(): void;
+  /** The status after the last call (updated in place). */
+  readonly status: Readonly<SessionStatus>;
   /** True until the handshake completed. */
   readonly isHandshaking: boolean;
   /** True when takeOutgoing() has bytes. */
@@ -151,10 +193,32 @@ interface Exports {
   mimic_conn_read(handle: number, ptr: number, cap: number): number;
   mimic_conn_write(handle: number, ptr: number, len: number): number;
   mimic_conn_close_notify(handle: number): void;
-  mimic_conn_state(handle: number): number;
+  mimic_status_ptr(): number;
+  mimic_status_flag(i: number): number;
   mimic_conn_info(handle: number): number;
   mimic_selftest(): number;
+  mimic_host_aead_selftest(): number;
+  mimic_set_host_aead(mask: number): void;
 }
+
+/**
+ * Status flags of the engine's status block (word 2), in the order of
+ * `mimic_status_flag(i)`: the engine is checked against these at load.
+ */
+const STATUS_HANDSHAKING = 1;
+const STATUS_PEER_CLOSED = 2;
+const STATUS_TRANSPORT_ENDED = 4;
+const STATUS_FAILED = 8;
+const STATUS_NOTIFIED = 16;
+const STATUS_WANTS_READ = 32;
+const STATUS_FLAGS = [
+  STATUS_HANDSHAKING,
+  STATUS_PEER_CLOSED,
+  STATUS_TRANSPORT_ENDED,
+  STATUS_FAILED,
+  STATUS_NOTIFIED,
+  STATUS_WANTS_READ,
+];
 
 /** Size of the per-instance scratch buffer used to pass bytes in and out. */
 const SCRATCH_SIZE = 128 * 1024;
@@ -163,7 +227,6 @@ const CONFIG_CACHE_SIZE = 64;
 /** Status codes of the engine's exports (-1: TLS error, see `error`). */
 const ERR_OPTIONS = -2;
 const READ_CLOSED = -3;
-const READ_UNEXPECTED_EOF = -4;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -183,7 +246,9 @@ class Engine {
   /** The message of the engine's last panic (set by the panic hook). */
   panicMessage: string | undefined;
   readonly scratch: number;
+  readonly #statusPtr: number;
   #u8: Uint8Array;
+  #status: Uint32Array;
   readonly #configs = new Map<string, number>();
 
   constructor(instance: WebAssembly.Instance) {
@@ -192,6 +257,16 @@ class Engine {
     this.call(() => this.x.mimic_init());
     this.scratch = this.call(() => this.x.mimic_alloc(SCRATCH_SIZE)) >>> 0;
     if (this.scratch === 0) throw engineFailure();
+    this.#statusPtr = this.x.mimic_status_ptr() >>> 0;
+    this.#status = new Uint32Array(this.x.memory.buffer, this.#statusPtr, 3);
+  }
+
+  /** The status block written by the last connection call. */
+  status(): Uint32Array {
+    if (this.#status.byteLength === 0) {
+      this.#status = new Uint32Array(this.x.memory.buffer, this.#statusPtr, 3);
+    }
+    return this.#status;
   }
 
   /** The engine's memory; re-taken after it grew (old views detach). */
@@ -298,6 +373,90 @@ async function wasmBytes(): Promise<Uint8Array<ArrayBuffer>> {
   return out;
 }
 
+/** What the engine's record protection runs on (see {@linkcode engineInfo}). */
+export interface EngineInfo {
+  /** The host AEAD in use, e.g. "node:crypto (Deno 2.9.6)", or null: the engine's own ciphers only. */
+  hostAead: string | null;
+  /** The algorithms the host AEAD does (its self-test passed), e.g. ["aes-128-gcm"]. */
+  hostAlgorithms: string[];
+  /** The self-test's verdict: "passed", "not run" (no host AEAD), or what disagreed. */
+  selfTest: string;
+  /** The default order of the TLS 1.3 suites, most preferred first. */
+  suiteOrder: string[];
+}
+
+let hostAeadDisabled = false;
+let lastInfo: EngineInfo | undefined;
+
+const TLS13_SUITES = {
+  aes128: "TLS_AES_128_GCM_SHA256",
+  aes256: "TLS_AES_256_GCM_SHA384",
+  chacha: "TLS_CHACHA20_POLY1305_SHA256",
+};
+
+/** Checks the engine's status flags against this binding's copies. */
+function checkAbi(x: Exports): void {
+  STATUS_FLAGS.forEach((flag, i) => {
+    if (x.mimic_status_flag(i) !== flag) {
+      throw new TlsError(
+        "EngineFailure",
+        `the TLS engine does not match its binding: status flag ${i} is ${
+          x.mimic_status_flag(i)
+        }, expected ${flag}`,
+      );
+    }
+  });
+}
+
+/**
+ * Runs the host AEAD self-test and enables what passed; a disagreement
+ * disables that algorithm's host path and says so (once, on the console).
+ */
+function enableHostAead(x: Exports, host: HostAead | null): EngineInfo {
+  if (host === null) {
+    return {
+      hostAead: null,
+      hostAlgorithms: [],
+      selfTest: "not run",
+      suiteOrder: [
+        TLS13_SUITES.chacha,
+        TLS13_SUITES.aes128,
+        TLS13_SUITES.aes256,
+      ],
+    };
+  }
+  const passed = x.mimic_host_aead_selftest() & host.mask;
+  const failed = Object.entries(HOST_AEAD_ALGS)
+    .filter(([alg]) =>
+      (host.mask & (1 << Number(alg))) && !(passed & (1 << Number(alg)))
+    )
+    .map(([, name]) => name);
+  const aesOk = (passed & 0b110) === 0b110;
+  const preferAes = host.preferAes && aesOk;
+  x.mimic_set_host_aead(passed | (preferAes ? PREFER_AES : 0));
+  const selfTest = failed.length === 0
+    ? "passed"
+    : `the host's ${
+      failed.join(", ")
+    } disagreed with the known answers: disabled`;
+  if (failed.length > 0 && !warnedSelfTest) {
+    warnedSelfTest = true;
+    console.warn(`mimic TLS: ${host.name}: ${selfTest}`);
+  }
+  return {
+    hostAead: passed === 0 ? null : host.name,
+    hostAlgorithms: Object.entries(HOST_AEAD_ALGS)
+      .filter(([alg]) => passed & (1 << Number(alg)))
+      .map(([, name]) => name),
+    selfTest,
+    suiteOrder: preferAes
+      ? [TLS13_SUITES.aes128, TLS13_SUITES.aes256, TLS13_SUITES.chacha]
+      : [TLS13_SUITES.chacha, TLS13_SUITES.aes128, TLS13_SUITES.aes256],
+  };
+}
+
+let warnedSelfTest = false;
+
 async function instantiate(): Promise<Engine> {
   modulePromise ??= wasmBytes().then((bytes) => WebAssembly.compile(bytes));
   let module: WebAssembly.Module;
@@ -307,6 +466,7 @@ async function instantiate(): Promise<Engine> {
     modulePromise = undefined;
     throw engineFailure(e);
   }
+  const host = await loadHostAead(hostAeadDisabled);
   const bound: { memory?: WebAssembly.Memory; engine?: Engine } = {};
   const imports = {
     env: {
@@ -325,12 +485,41 @@ async function instantiate(): Promise<Engine> {
         );
         if (bound.engine) bound.engine.panicMessage = decoder.decode(bytes);
       },
+      ...(host === null
+        ? noHostAeadImports()
+        : host.imports(() => bound.memory!)),
     },
   };
   const instance = await WebAssembly.instantiate(module, imports);
-  bound.memory = (instance.exports as unknown as Exports).memory;
+  const x = instance.exports as unknown as Exports;
+  bound.memory = x.memory;
+  checkAbi(x);
   bound.engine = new Engine(instance);
+  lastInfo = enableHostAead(x, host);
   return bound.engine;
+}
+
+/**
+ * What the TLS engine's record protection runs on: the host AEAD (and its
+ * self-test's verdict) or the engine's own ciphers, and the default suite
+ * order. Loads the engine if it is not loaded yet.
+ *
+ * @returns The engine's information.
+ */
+export async function engineInfo(): Promise<EngineInfo> {
+  await getEngine();
+  return { ...lastInfo!, hostAlgorithms: [...lastInfo!.hostAlgorithms] };
+}
+
+/**
+ * Testing and benchmarks only: whether engine instances made from now on use
+ * the host AEAD (default true). The current instance is dropped (sessions
+ * on it keep working); the next session gets a new one.
+ */
+export function _useHostAeadForTesting(on: boolean): void {
+  hostAeadDisabled = !on;
+  currentEngine = undefined;
+  enginePromise = undefined;
 }
 
 /** The current (healthy) engine instance, created on first use. */
@@ -480,6 +669,15 @@ class EngineSession implements Session {
   readonly #engine: Engine;
   readonly #handle: number;
   #freed = false;
+  readonly status: SessionStatus = {
+    plaintext: 0,
+    tlsToSend: true,
+    handshaking: true,
+    peerClosed: false,
+    transportEnded: false,
+    failed: false,
+    notified: false,
+  };
 
   constructor(engine: Engine, handle: number) {
     this.#engine = engine;
@@ -493,6 +691,20 @@ class EngineSession implements Session {
       throw engineFailure(undefined, this.#engine.panicMessage);
     }
     return this.#engine;
+  }
+
+  /** Copies the engine's status block into `status`; returns `r`. */
+  #done(e: Engine, r: number): number {
+    const [plaintext, out, flags] = e.status();
+    const st = this.status;
+    st.plaintext = plaintext;
+    st.tlsToSend = out > 0;
+    st.handshaking = (flags & STATUS_HANDSHAKING) !== 0;
+    st.peerClosed = (flags & STATUS_PEER_CLOSED) !== 0;
+    st.transportEnded = (flags & STATUS_TRANSPORT_ENDED) !== 0;
+    st.failed = (flags & STATUS_FAILED) !== 0;
+    st.notified = (flags & STATUS_NOTIFIED) !== 0;
+    return r;
   }
 
   feed(data: Uint8Array): number {
@@ -511,7 +723,7 @@ class EngineSession implements Session {
     while (total < data.length) {
       const n = Math.min(data.length - total, SCRATCH_SIZE);
       e.mem().set(data.subarray(total, total + n), e.scratch);
-      const r = e.call(() => x[op](h, e.scratch, n));
+      const r = this.#done(e, e.call(() => x[op](h, e.scratch, n)));
       if (r < 0) throw e.error(r);
       total += r;
       if (r < n) break;
@@ -521,8 +733,23 @@ class EngineSession implements Session {
 
   feedEof(): void {
     const e = this.#check();
-    const r = e.call(() => e.x.mimic_conn_feed(this.#handle, e.scratch, 0));
+    const r = this.#done(
+      e,
+      e.call(() => e.x.mimic_conn_feed(this.#handle, e.scratch, 0)),
+    );
     if (r < 0) throw e.error(r);
+  }
+
+  takeOutgoingInto(buf: Uint8Array): number {
+    const e = this.#check();
+    const cap = Math.min(buf.length, SCRATCH_SIZE);
+    const r = this.#done(
+      e,
+      e.call(() => e.x.mimic_conn_take(this.#handle, e.scratch, cap)),
+    );
+    if (r < 0) throw e.error(r);
+    if (r > 0) buf.set(e.mem().subarray(e.scratch, e.scratch + r));
+    return r;
   }
 
   takeOutgoing(): Uint8Array | null {
@@ -531,7 +758,10 @@ class EngineSession implements Session {
     const h = this.#handle;
     let out: Uint8Array | null = null;
     for (;;) {
-      const r = e.call(() => x.mimic_conn_take(h, e.scratch, SCRATCH_SIZE));
+      const r = this.#done(
+        e,
+        e.call(() => x.mimic_conn_take(h, e.scratch, SCRATCH_SIZE)),
+      );
       if (r < 0) throw e.error(r);
       if (r === 0) break;
       const chunk = e.mem().slice(e.scratch, e.scratch + r);
@@ -552,19 +782,16 @@ class EngineSession implements Session {
     const e = this.#check();
     const cap = Math.min(buf.length, SCRATCH_SIZE);
     if (cap === 0) return 0;
-    const r = e.call(() => e.x.mimic_conn_read(this.#handle, e.scratch, cap));
+    const r = this.#done(
+      e,
+      e.call(() => e.x.mimic_conn_read(this.#handle, e.scratch, cap)),
+    );
     if (r > 0) {
       buf.set(e.mem().subarray(e.scratch, e.scratch + r));
       return r;
     }
     if (r === 0) return 0;
     if (r === READ_CLOSED) return null;
-    if (r === READ_UNEXPECTED_EOF) {
-      throw new TlsError(
-        "UnexpectedEof",
-        "the peer closed the connection without sending close_notify",
-      );
-    }
     throw e.error(r);
   }
 
@@ -575,21 +802,15 @@ class EngineSession implements Session {
   closeNotify(): void {
     const e = this.#check();
     e.call(() => e.x.mimic_conn_close_notify(this.#handle));
-  }
-
-  #state(): number {
-    const e = this.#check();
-    const s = e.call(() => e.x.mimic_conn_state(this.#handle));
-    if (s < 0) throw new TlsError("Closed", "no such TLS session");
-    return s;
+    this.#done(e, 0);
   }
 
   get isHandshaking(): boolean {
-    return (this.#state() & 1) !== 0;
+    return this.status.handshaking;
   }
 
   get wantsWrite(): boolean {
-    return (this.#state() & 2) !== 0;
+    return this.status.tlsToSend;
   }
 
   handshakeInfo(): HandshakeInfo {

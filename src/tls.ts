@@ -71,6 +71,8 @@ import {
   TlsError,
 } from "./_engine.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { abortable, closeQuietly, messageOf, writeAll } from "./_util.ts";
+import { errors } from "./errors.ts";
 
 export { TlsError } from "./_engine.ts";
 export type { Arg, ArgTypes, Context, Flow, Protocol, Value };
@@ -196,51 +198,26 @@ export interface TlsFlow extends Flow, AsyncDisposable {
   handshake(): Promise<TlsHandshakeInfo>;
 }
 
-/** Bytes read from the underlying flow at a time, at first. */
-const READ_BUFFER_SIZE = 64 * 1024;
+/**
+ * The first read buffer: one whole TLS record (2^14 plaintext + 256 bytes of
+ * expansion + 5 bytes of header, RFC 8446 section 5.2). Small, so a
+ * handshake and an idle connection cost little.
+ */
+const FIRST_READ_SIZE = 16 * 1024 + 256 + 5;
 /**
  * The read buffer grows (x4) up to this size while reads fill it (bulk
- * transfers: fewer reads and engine calls, ~+10% throughput); idle and
- * small-message connections keep 64 KiB.
+ * transfers: fewer reads and engine calls); it is dropped after the
+ * handshake and made again by the next read.
  */
-const MAX_READ_BUFFER_SIZE = 256 * 1024;
+const MAX_READ_SIZE = 256 * 1024;
 /** How long a failing handshake waits for its alert to be written. */
 const ALERT_TIMEOUT_MS = 1000;
+/** How long close() lets queued TLS bytes (and close_notify) drain. */
+const CLOSE_DRAIN_MS = 1000;
+const EMPTY = new Uint8Array(0);
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function closedError(op: "read from" | "write to"): Error {
-  return new Deno.errors.BadResource(`Cannot ${op} TLS flow: it is closed`);
-}
-
-/** Resolves or rejects as `p`, or rejects with the signal's reason first. */
-function race<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  if (signal.aborted) {
-    p.catch(() => {});
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((ok, ko) => {
-    const abort = () => ko(signal.reason);
-    signal.addEventListener("abort", abort, { once: true });
-    p.then(ok, ko).finally(() => signal.removeEventListener("abort", abort));
-  });
-}
-
-/** Writes all of `data` to `flow`, looping over short writes. */
-async function writeAll(flow: Flow, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const n = await flow.write(offset === 0 ? data : data.subarray(offset));
-    if (!(n > 0)) {
-      throw new Deno.errors.WriteZero(
-        "Cannot write to TLS flow: the underlying flow accepted zero bytes",
-      );
-    }
-    offset += n;
-  }
+function closedError(op: "read from" | "write to" | "close"): Error {
+  return new errors.BadResource(`Cannot ${op} TLS flow: it is closed`);
 }
 
 function toInfo(info: HandshakeInfo): TlsHandshakeInfo {
@@ -253,41 +230,111 @@ function toInfo(info: HandshakeInfo): TlsHandshakeInfo {
   };
 }
 
-/** The TLS flow: a {@linkcode Session} pumped over an inner {@linkcode Flow}. */
+/**
+ * Owns every byte a TLS flow sends: writes go out to the inner flow in the
+ * order they were queued, never interleaved; the first failure is kept and
+ * every later send rejects with it.
+ */
+class OrderedWriter {
+  readonly #flow: Flow;
+  #tail: Promise<void> = Promise.resolve();
+  #queued = 0;
+  #error: { error: unknown } | undefined;
+
+  constructor(flow: Flow) {
+    this.#flow = flow;
+  }
+
+  /** Queues `data`; resolves once it is written (the bytes may be reused then). */
+  send(data: Uint8Array): Promise<void> {
+    if (this.#error !== undefined) return Promise.reject(this.#error.error);
+    const run = (): Promise<void> =>
+      this.#error !== undefined
+        ? Promise.reject(this.#error.error)
+        : writeAll(this.#flow, data, "the TLS flow's transport");
+    // An idle writer starts at once: the inner write is dispatched now.
+    const task = this.#queued === 0 ? run() : this.#tail.then(run);
+    this.#queued++;
+    this.#tail = task.then(
+      () => {
+        this.#queued--;
+      },
+      (error) => {
+        this.#queued--;
+        this.#error ??= { error };
+      },
+    );
+    return task;
+  }
+
+  /** Nothing is being written. */
+  get idle(): boolean {
+    return this.#queued === 0;
+  }
+
+  /** A write failed: nothing more goes out. */
+  get failed(): boolean {
+    return this.#error !== undefined;
+  }
+
+  /** Resolves once everything queued so far is written or failed. */
+  settled(): Promise<void> {
+    return this.#tail;
+  }
+}
+
+/** The address of a flow's end, as `Deno.Addr` (rule 8 of the Flow contract). */
+export type FlowAddr =
+  | { transport: "tcp" | "udp"; hostname: string; port: number }
+  | { transport: "unix" | "unixpacket"; path: string };
+
+/**
+ * The TLS flow: a {@linkcode Session} pumped over an inner {@linkcode Flow}.
+ *
+ * The pump, as rustls' own example loops: the engine reports its status
+ * after every call (plaintext ready, TLS to send, handshaking, peer closed,
+ * failed), and the pump does what it says: read plaintext, or send what
+ * the engine has, or read the inner flow and feed it. EOF and error policy
+ * are the engine's (a failure is repeated by every later call; a transport
+ * end without close_notify is `UnexpectedEof`); the pump keeps only the
+ * transport's own failure, and close's interruption.
+ */
 class TlsConn implements TlsFlow {
   readonly #inner: Flow;
   readonly #session: Session;
-  /** The reusable buffer the underlying flow is read into. */
-  #buf = new Uint8Array(READ_BUFFER_SIZE);
-  /** Bytes read from the underlying flow and not yet fed to the engine. */
-  #pending: Uint8Array = new Uint8Array(0);
-  #info: Promise<TlsHandshakeInfo> | undefined;
-  /** Reads, one at a time. */
+  readonly #writer: OrderedWriter;
+  /** Where the inner flow is read into; made by the first read after idling. */
+  #readBuf: Uint8Array | undefined;
+  /** Bytes read from the inner flow and not yet taken by the engine. */
+  #pending: Uint8Array = EMPTY;
+  /** Two reusable batches of outgoing records for the write path. */
+  readonly #batches: Uint8Array[] = [EMPTY, EMPTY];
+  #turn = 0;
+  #info: TlsHandshakeInfo | undefined;
+  /** Reads, in call order. */
   #reading: Promise<unknown> = Promise.resolve();
-  /** Writes and closeWrite, one at a time. */
+  /** Writes and closeWrite, in call order. */
   #writing: Promise<unknown> = Promise.resolve();
-  /** TLS bytes to the underlying flow, in the order the engine made them. */
-  #sending: Promise<unknown> = Promise.resolve();
-  #sendsInFlight = 0;
-  #sendError: { error: unknown } | undefined;
-  /** A read error that every later read repeats. */
-  #readError: { error: unknown } | undefined;
-  /** The peer's close_notify was read. */
-  #eof = false;
-  /** The underlying flow reached its end (and the engine was told). */
-  #transportEnded = false;
+  /** The inner flow's read failure, repeated by every later read. */
+  #transportError: { error: unknown } | undefined;
   #readCancelled = false;
   #writeClosed = false;
-  /** close_notify was queued. */
-  #notified = false;
   #closeWrite: Promise<void> | undefined;
   #closed = false;
+  /** Rejected by close(): pending reads and writes end with Interrupted. */
+  readonly #interrupted: Promise<never>;
+  #interrupt!: (error: Error) => void;
   #readable: ReadableStream<Uint8Array> | undefined;
   #writable: WritableStream<Uint8Array> | undefined;
 
   constructor(inner: Flow, session: Session) {
     this.#inner = inner;
     this.#session = session;
+    this.#writer = new OrderedWriter(inner);
+    this.#interrupted = new Promise<never>((_, reject) => {
+      this.#interrupt = reject;
+    });
+    this.#interrupted.catch(() => {});
   }
 
   /** Makes the flow and runs its handshake; see {@linkcode TlsConn.#handshake}. */
@@ -305,6 +352,11 @@ class TlsConn implements TlsFlow {
     return conn;
   }
 
+  /** `p`, unless close() comes first: then Interrupted. */
+  #race<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.#interrupted]);
+  }
+
   /**
    * Runs the handshake to completion. On failure, sends the engine's alert
    * (best effort), frees the session and rethrows; the inner flow is left
@@ -313,43 +365,12 @@ class TlsConn implements TlsFlow {
   async #handshake(signal: AbortSignal | undefined): Promise<void> {
     const session = this.#session;
     try {
-      for (;;) {
-        await race(this.#flush(), signal);
-        if (!session.isHandshaking) break;
-        if (this.#pending.length === 0) {
-          let n: number | null;
-          try {
-            n = await race(this.#inner.read(this.#buf), signal);
-          } catch (error) {
-            if (signal?.aborted && error === signal.reason) throw error;
-            throw new TlsError(
-              "UnexpectedEof",
-              `Cannot complete the TLS handshake: the transport failed: ${
-                message(error)
-              }`,
-              { cause: error },
-            );
-          }
-          if (n === null) {
-            throw new TlsError(
-              "UnexpectedEof",
-              "Cannot complete the TLS handshake: the peer closed the connection",
-            );
-          }
-          this.#pending = this.#buf.subarray(0, n);
-          continue;
-        }
-        const fed = session.feed(this.#pending);
-        this.#pending = this.#pending.subarray(fed);
-        if (fed === 0 && session.isHandshaking) {
-          throw new TlsError(
-            "EngineFailure",
-            "Cannot complete the TLS handshake: the engine accepts no bytes",
-          );
-        }
+      while (session.status.handshaking) {
+        this.#flush().catch(() => {}); // a failure comes back from #receive
+        await abortable(this.#receive(), signal);
       }
-      await race(this.#flush(), signal);
-      this.#info = Promise.resolve(toInfo(session.handshakeInfo()));
+      await abortable(this.#flush(), signal); // the last flight, written
+      this.#info = toInfo(session.handshakeInfo());
     } catch (error) {
       if (error instanceof TlsError) await this.#sendAlert();
       this.#closed = true;
@@ -363,10 +384,12 @@ class TlsConn implements TlsFlow {
       throw new TlsError(
         "UnexpectedEof",
         `Cannot complete the TLS handshake: the transport failed: ${
-          message(error)
+          messageOf(error)
         }`,
         { cause: error },
       );
+    } finally {
+      this.#readBuf = undefined; // idle connections hold no read buffer
     }
   }
 
@@ -374,11 +397,10 @@ class TlsConn implements TlsFlow {
   async #sendAlert(): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const sent = this.#flush();
       const timeout = new Promise<void>((ok) => {
         timer = setTimeout(ok, ALERT_TIMEOUT_MS);
       });
-      await Promise.race([sent, timeout]);
+      await Promise.race([this.#flush(), timeout]);
     } catch {
       // Best effort: the handshake's error is what matters.
     } finally {
@@ -386,143 +408,81 @@ class TlsConn implements TlsFlow {
     }
   }
 
-  /** Queues `data` to the underlying flow after every byte queued before. */
-  #send(data: Uint8Array): Promise<void> {
-    const run = async (): Promise<void> => {
-      if (this.#sendError !== undefined) throw this.#sendError.error;
-      await writeAll(this.#inner, data);
-    };
-    const task = this.#sendsInFlight === 0 ? run() : this.#sending.then(run);
-    this.#sendsInFlight++;
-    this.#sending = task.then(
-      () => {
-        this.#sendsInFlight--;
-      },
-      (error) => {
-        this.#sendsInFlight--;
-        this.#sendError ??= { error };
-      },
-    );
-    return task;
-  }
-
-  /** Sends everything the engine has to send; resolves once it is written. */
+  /** Queues everything the engine has to send; resolves once it is written. */
   #flush(): Promise<void> {
     let last: Promise<void> | undefined;
-    for (;;) {
+    while (this.#session.status.tlsToSend) {
       const out = this.#session.takeOutgoing();
       if (out === null) break;
-      last = this.#send(out);
+      last = this.#writer.send(out);
     }
     return last ?? Promise.resolve();
   }
 
-  /** Flushes without waiting; a failure is kept for the next write. */
-  #flushLater(): void {
-    try {
-      this.#flush().catch(() => {});
-    } catch {
-      // The session failed: the caller reports its own error.
+  /**
+   * Gives the engine more TLS bytes: what is pending, else one read of the
+   * inner flow (its end is fed as such); then sends what the engine has to
+   * say (handshake flights, key update replies, alerts).
+   */
+  async #receive(): Promise<void> {
+    const session = this.#session;
+    if (this.#pending.length === 0) {
+      if (this.#transportError !== undefined) throw this.#transportError.error;
+      const buf = this.#readBuf ??= new Uint8Array(FIRST_READ_SIZE);
+      let n: number | null;
+      try {
+        n = await this.#race(this.#inner.read(buf));
+      } catch (error) {
+        if (this.#closed) throw error;
+        this.#transportError = { error };
+        throw error;
+      }
+      if (n === null) {
+        session.feedEof(); // the engine says what that end means
+        return;
+      }
+      this.#pending = buf.subarray(0, n);
+      if (n === buf.length && n < MAX_READ_SIZE) {
+        // A full read: bulk data. #pending keeps the old buffer alive.
+        this.#readBuf = new Uint8Array(Math.min(n * 4, MAX_READ_SIZE));
+      }
+    }
+    const fed = session.feed(this.#pending);
+    this.#pending = this.#pending.subarray(fed);
+    if (session.status.tlsToSend) this.#flush().catch(() => {});
+    if (
+      fed === 0 && session.status.plaintext === 0 && !session.status.peerClosed
+    ) {
+      throw new TlsError(
+        "EngineFailure",
+        "Cannot read from TLS flow: the engine accepts no bytes and has none to give",
+      );
     }
   }
 
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) return Promise.reject(closedError("read from"));
+    if (p.length === 0) return Promise.resolve(0);
     const task = this.#reading.then(() => this.#read(p));
     this.#reading = task.catch(() => {});
     return task;
   }
 
   async #read(p: Uint8Array): Promise<number | null> {
-    const session = this.#session;
     for (;;) {
-      if (this.#closed) throw closedError("read from");
-      if (this.#readError !== undefined) throw this.#readError.error;
-      if (this.#eof || this.#readCancelled) return null;
-      if (p.length === 0) return 0;
-      let n: number | null;
-      try {
-        n = session.read(p);
-      } catch (error) {
-        this.#failRead(error);
-      }
-      if (n === null) {
-        this.#eof = true;
-        return null;
-      }
-      if (n > 0) return n;
-      if (this.#transportEnded) {
-        this.#failRead(
-          new TlsError(
-            "UnexpectedEof",
-            "Cannot read from TLS flow: the peer closed the connection without sending close_notify",
-          ),
-        );
-      }
-      if (this.#pending.length > 0) {
-        let fed: number;
-        try {
-          fed = session.feed(this.#pending);
-        } catch (error) {
-          this.#flushLater(); // the alert, if any
-          this.#failRead(error);
-        }
-        this.#pending = this.#pending.subarray(fed);
-        this.#flushLater(); // key update replies, after feeding
-        if (fed === 0) {
-          // The engine holds plaintext it will give now, or is stuck.
-          const m = session.read(p);
-          if (m === null) {
-            this.#eof = true;
-            return null;
-          }
-          if (m > 0) return m;
-          this.#failRead(
-            new TlsError(
-              "EngineFailure",
-              "Cannot read from TLS flow: the engine accepts no bytes and has none to give",
-            ),
-          );
-        }
-        continue;
-      }
-      let got: number | null;
-      try {
-        got = await this.#inner.read(this.#buf);
-      } catch (error) {
-        if (this.#closed) throw closedError("read from");
-        this.#failRead(error);
-      }
-      if (this.#closed) throw closedError("read from");
-      if (got === null) {
-        // The next session.read() says how it ended: null after close_notify,
-        // else TlsError "UnexpectedEof" (truncation is not end of flow).
-        try {
-          session.feedEof();
-        } catch (error) {
-          this.#failRead(error);
-        }
-        this.#transportEnded = true;
-        continue;
-      }
-      this.#pending = this.#buf.subarray(0, got);
-      if (got === this.#buf.length && got < MAX_READ_BUFFER_SIZE) {
-        // A full read: bulk data. #pending keeps the old buffer alive.
-        this.#buf = new Uint8Array(got * 4);
-      }
+      if (this.#closed) throw this.#interruptedError();
+      if (this.#readCancelled) return null;
+      const n = this.#session.read(p);
+      if (n !== 0) return n;
+      await this.#receive();
     }
-  }
-
-  #failRead(error: unknown): never {
-    this.#readError = { error };
-    throw error;
   }
 
   write(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(closedError("write to"));
     if (this.#writeClosed) {
       return Promise.reject(
-        new Deno.errors.BadResource(
+        new errors.BrokenPipe(
           "Cannot write to TLS flow: it is closed for writing",
         ),
       );
@@ -538,82 +498,123 @@ class TlsConn implements TlsFlow {
     let offset = 0;
     // One batch of records is written while the next one is encrypted.
     let inflight: Promise<void> | undefined;
-    try {
-      while (offset < p.length) {
-        if (this.#closed) throw closedError("write to");
-        if (this.#sendError !== undefined) throw this.#sendError.error;
-        const n = session.write(offset === 0 ? p : p.subarray(offset));
-        offset += n;
-        const out = session.takeOutgoing();
-        if (out === null) {
-          if (n === 0) {
-            throw new TlsError(
-              "EngineFailure",
-              "Cannot write to TLS flow: the engine accepts no bytes",
-            );
-          }
-          continue;
+    while (offset < p.length) {
+      if (this.#closed) throw this.#interruptedError();
+      const n = session.write(offset === 0 ? p : p.subarray(offset));
+      offset += n;
+      const batch = this.#takeBatch(n);
+      if (batch === null) {
+        if (n === 0) {
+          throw new TlsError(
+            "EngineFailure",
+            "Cannot write to TLS flow: the engine accepts no bytes",
+          );
         }
-        const sent = this.#send(out);
-        sent.catch(() => {}); // awaited below, or superseded by an error
-        if (inflight !== undefined) await inflight;
-        inflight = sent;
+        continue;
       }
+      const sent = this.#race(this.#writer.send(batch));
+      sent.catch(() => {}); // awaited below, or superseded by an error
       if (inflight !== undefined) await inflight;
-    } catch (error) {
-      if (this.#closed) throw closedError("write to");
-      throw error;
+      inflight = sent;
     }
+    if (inflight !== undefined) await inflight;
     return p.length;
   }
 
+  /**
+   * The engine's outgoing records after writing `n` plaintext bytes, in the
+   * next of two reusable buffers (the one before it is still being written;
+   * the one before that was awaited), or null when there are none.
+   */
+  #takeBatch(n: number): Uint8Array | null {
+    const session = this.#session;
+    if (!session.status.tlsToSend) return null;
+    // Records of up to 2^14 bytes, 22 bytes of overhead each, and room for
+    // a key update reply or a ticket acknowledgement queued before.
+    const need = n + 22 * Math.ceil(n / 16384) + 1024;
+    let buf = this.#batches[this.#turn];
+    if (buf.length < need) {
+      buf = this.#batches[this.#turn] = new Uint8Array(
+        Math.max(4096, 2 ** Math.ceil(Math.log2(need))),
+      );
+    }
+    this.#turn ^= 1;
+    const got = session.takeOutgoingInto(buf);
+    if (!session.status.tlsToSend) {
+      return got === 0 ? null : buf.subarray(0, got);
+    }
+    // More than the estimate: the rest in a fresh buffer.
+    const rest = session.takeOutgoing()!;
+    const all = new Uint8Array(got + rest.length);
+    all.set(buf.subarray(0, got));
+    all.set(rest, got);
+    return all;
+  }
+
   closeWrite(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+    if (this.#closed) return Promise.reject(closedError("close"));
     if (this.#closeWrite !== undefined) return this.#closeWrite;
     this.#writeClosed = true;
     const task = this.#writing.then(async () => {
-      if (this.#closed) return;
-      this.#notified = true;
+      if (this.#closed) throw this.#interruptedError();
       this.#session.closeNotify();
-      await this.#flush();
-      if (this.#closed) return;
-      await this.#inner.closeWrite();
+      await this.#race(this.#flush());
+      await this.#race(this.#inner.closeWrite());
     });
     this.#writing = task.catch(() => {});
     this.#closeWrite = task;
     return task;
   }
 
+  #interruptedError(): Error {
+    return new errors.Interrupted("The TLS flow was closed");
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (
-      !this.#notified && this.#sendsInFlight === 0 &&
-      this.#sendError === undefined && this.#readError === undefined
-    ) {
-      // Best effort, without waiting: a write dispatched before close goes out
-      // on the flows of this package and on Deno's sockets.
-      this.#notified = true;
-      try {
+    this.#writeClosed = true;
+    this.#interrupt(this.#interruptedError());
+    const wasIdle = this.#writer.idle;
+    try {
+      const status = this.#session.status;
+      if (!status.notified && !status.failed && !this.#writer.failed) {
+        // close_notify goes through the writer, after every byte before it.
         this.#session.closeNotify();
         const out = this.#session.takeOutgoing();
-        if (out !== null) this.#inner.write(out).catch(() => {});
-      } catch {
-        // The session failed: nothing to say to the peer.
+        if (out !== null) this.#writer.send(out).catch(() => {});
       }
-    }
-    this.#writeClosed = true;
-    this.#session.free();
-    this.#pending = new Uint8Array(0);
-    try {
-      this.#inner.close();
     } catch {
-      // Already closed by its owner.
+      // The session failed: nothing to say to the peer.
     }
+    this.#session.free();
+    this.#pending = EMPTY;
+    this.#readBuf = undefined;
+    if (wasIdle) {
+      // The write of close_notify is dispatched: flows of this package and
+      // Deno's sockets send it before they close.
+      closeQuietly(this.#inner);
+      return;
+    }
+    const timer = setTimeout(() => closeQuietly(this.#inner), CLOSE_DRAIN_MS);
+    this.#writer.settled().then(() => {
+      clearTimeout(timer);
+      closeQuietly(this.#inner);
+    });
   }
 
   handshake(): Promise<TlsHandshakeInfo> {
-    return this.#info!;
+    return Promise.resolve(this.#info!);
+  }
+
+  /** The inner flow's local address, when it has one. */
+  get localAddr(): FlowAddr | undefined {
+    return (this.#inner as { localAddr?: FlowAddr }).localAddr;
+  }
+
+  /** The inner flow's remote address, when it has one. */
+  get remoteAddr(): FlowAddr | undefined {
+    return (this.#inner as { remoteAddr?: FlowAddr }).remoteAddr;
   }
 
   get readable(): ReadableStream<Uint8Array> {
@@ -631,6 +632,10 @@ class TlsConn implements TlsFlow {
       () => this.closeWrite(),
       { abort: () => this.close() },
     );
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -495,7 +495,7 @@ Deno.test("engine: trap containment", async () => {
     const f of [
       () => c.write(enc.encode("x")),
       () => s.takeOutgoing(),
-      () => c.isHandshaking,
+      () => c.read(new Uint8Array(1)),
     ]
   ) {
     assert.throws(f, (e) => {

@@ -323,10 +323,16 @@ fn key32(key: &AeadKey) -> [u8; 32] {
 
 impl Tls13AeadAlgorithm for Aead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
-        Box::new(Encrypter { key: ChaCha::new(&key32(&key)), iv })
+        Box::new(Encrypter {
+            key: ChaCha::new(&key32(&key)),
+            iv,
+        })
     }
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
-        Box::new(Decrypter { key: ChaCha::new(&key32(&key)), iv })
+        Box::new(Decrypter {
+            key: ChaCha::new(&key32(&key)),
+            iv,
+        })
     }
     fn key_len(&self) -> usize {
         32
@@ -407,7 +413,9 @@ static AEAD: Aead = Aead;
 /// limits; QUIC keys stay ring's and are unused here).
 pub(crate) fn tls13_suite(ring_suite: &'static Tls13CipherSuite) -> Tls13CipherSuite {
     Tls13CipherSuite {
-        common: CipherSuiteCommon { ..ring_suite.common },
+        common: CipherSuiteCommon {
+            ..ring_suite.common
+        },
         hkdf_provider: ring_suite.hkdf_provider,
         aead_alg: &AEAD,
         quic: ring_suite.quic,

@@ -2,6 +2,7 @@
 
 use rustls::{CertificateError, Error};
 
+#[derive(Clone, Copy)]
 pub enum ErrorKind {
     /// A TLS failure (TlsError on the TS side).
     Tls,
@@ -9,6 +10,7 @@ pub enum ErrorKind {
     Options,
 }
 
+#[derive(Clone)]
 pub struct EngineError {
     pub kind: ErrorKind,
     pub code: &'static str,
@@ -18,10 +20,20 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn tls(code: &'static str, message: String) -> Self {
-        Self { kind: ErrorKind::Tls, code, alert: None, message }
+        Self {
+            kind: ErrorKind::Tls,
+            code,
+            alert: None,
+            message,
+        }
     }
     pub fn options(message: String) -> Self {
-        Self { kind: ErrorKind::Options, code: "InvalidOptions", alert: None, message }
+        Self {
+            kind: ErrorKind::Options,
+            code: "InvalidOptions",
+            alert: None,
+            message,
+        }
     }
 }
 
@@ -103,5 +115,10 @@ pub fn from_rustls(err: &Error) -> EngineError {
         Error::General(m) if m.contains("incompatible signing key") => "PeerIncompatible",
         _ => "TlsFailure",
     };
-    EngineError { kind: ErrorKind::Tls, code, alert, message: err.to_string() }
+    EngineError {
+        kind: ErrorKind::Tls,
+        code,
+        alert,
+        message: err.to_string(),
+    }
 }

@@ -20,6 +20,7 @@ mod alloc_count;
 #[cfg(target_feature = "simd128")]
 mod chacha;
 mod errors;
+mod host_aead;
 mod options;
 mod verify_cache;
 
@@ -46,7 +47,6 @@ extern "C" {
 }
 // `env.mimic_random(ptr, len)` is imported by shims/getrandom (ring's RNG).
 
-
 /// Wall-clock time from the host (`Date.now()`); `SystemTime::now()` panics on
 /// wasm32-unknown-unknown and is never reached.
 #[derive(Debug)]
@@ -59,7 +59,9 @@ impl rustls::time_provider::TimeProvider for HostTime {
         if !(ms >= 0.0) || !ms.is_finite() {
             return None;
         }
-        Some(UnixTime::since_unix_epoch(core::time::Duration::from_millis(ms as u64)))
+        Some(UnixTime::since_unix_epoch(
+            core::time::Duration::from_millis(ms as u64),
+        ))
     }
 }
 
@@ -79,7 +81,74 @@ struct Conn {
     conn: Connection,
     /// Server name sent by the client (None for an IP address), client side.
     sni: Option<String>,
+    /// The first fatal error: every later call reports it again, so a
+    /// failure has one code whichever call meets it.
+    failed: Option<EngineError>,
+    /// Decrypted bytes waiting to be read (rustls' count after the last
+    /// `process_new_packets`, less what was read since).
+    plaintext: usize,
+    /// The peer's close_notify was received.
+    peer_closed: bool,
+    /// The transport's end was fed.
+    transport_ended: bool,
+    /// close_notify was queued.
+    notified: bool,
 }
+
+impl Conn {
+    fn new(conn: Connection, sni: Option<String>) -> Self {
+        Conn {
+            conn,
+            sni,
+            failed: None,
+            plaintext: 0,
+            peer_closed: false,
+            transport_ended: false,
+            notified: false,
+        }
+    }
+
+    /// Records the first fatal error and returns the one to report.
+    fn fail(&mut self, err: EngineError) -> EngineError {
+        self.failed.get_or_insert(err).clone()
+    }
+
+    /// Processes buffered records; Err is the connection's (sticky) error.
+    fn process(&mut self) -> Result<(), EngineError> {
+        match self.conn.process_new_packets() {
+            Ok(io) => {
+                self.plaintext = io.plaintext_bytes_to_read();
+                self.peer_closed |= io.peer_has_closed();
+                Ok(())
+            }
+            Err(err) => Err(self.fail(errors::from_rustls(&err))),
+        }
+    }
+
+    /// The status flags (see `mimic_status_ptr`).
+    fn flags(&self) -> u32 {
+        (self.conn.is_handshaking() as u32) * STATUS_HANDSHAKING
+            | (self.peer_closed as u32) * STATUS_PEER_CLOSED
+            | (self.transport_ended as u32) * STATUS_TRANSPORT_ENDED
+            | (self.failed.is_some() as u32) * STATUS_FAILED
+            | (self.notified as u32) * STATUS_NOTIFIED
+            | (self.conn.wants_read() as u32) * STATUS_WANTS_READ
+    }
+}
+
+/// Status flags, word 2 of the status block (see `mimic_status_ptr`). The
+/// TypeScript binding checks its copies against `mimic_status_flag`.
+pub const STATUS_HANDSHAKING: u32 = 1;
+/// The peer's close_notify was received: after the plaintext, end of flow.
+pub const STATUS_PEER_CLOSED: u32 = 2;
+/// The transport's end was fed.
+pub const STATUS_TRANSPORT_ENDED: u32 = 4;
+/// The connection failed: every call returns its error.
+pub const STATUS_FAILED: u32 = 8;
+/// close_notify was queued.
+pub const STATUS_NOTIFIED: u32 = 16;
+/// The engine wants TLS bytes from the peer.
+pub const STATUS_WANTS_READ: u32 = 32;
 
 struct Slab<T> {
     items: Vec<Option<T>>,
@@ -88,7 +157,10 @@ struct Slab<T> {
 
 impl<T> Slab<T> {
     const fn new() -> Self {
-        Self { items: Vec::new(), free: Vec::new() }
+        Self {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
     }
     fn insert(&mut self, v: T) -> i32 {
         if let Some(i) = self.free.pop() {
@@ -121,6 +193,9 @@ struct Engine {
     configs: Slab<Config>,
     conns: Slab<Conn>,
     result: Vec<u8>,
+    /// The status after the last connection call: plaintext bytes to read,
+    /// TLS bytes to send (> 0: some), flags.
+    status: [u32; 3],
 }
 
 struct Global(UnsafeCell<Engine>);
@@ -131,6 +206,7 @@ static ENGINE: Global = Global(UnsafeCell::new(Engine {
     configs: Slab::new(),
     conns: Slab::new(),
     result: Vec::new(),
+    status: [0; 3],
 }));
 
 fn engine() -> &'static mut Engine {
@@ -145,7 +221,8 @@ fn fail(e: &mut Engine, err: EngineError) -> i32 {
     e.result.clear();
     e.result.extend_from_slice(err.code.as_bytes());
     e.result.push(0);
-    e.result.extend_from_slice(err.alert.unwrap_or("").as_bytes());
+    e.result
+        .extend_from_slice(err.alert.unwrap_or("").as_bytes());
     e.result.push(0);
     e.result.extend_from_slice(err.message.as_bytes());
     match err.kind {
@@ -287,7 +364,10 @@ pub extern "C" fn mimic_config_free(h: i32) {
 
 /// Parses a hostname: IP literals (optionally `[v6]`) become IP addresses.
 fn server_name(host: &str) -> Result<ServerName<'static>, EngineError> {
-    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if let Ok(ip) = h.parse::<std::net::IpAddr>() {
         return Ok(ServerName::IpAddress(ip.into()));
     }
@@ -325,7 +405,7 @@ pub unsafe extern "C" fn mimic_client_new(cfg: i32, ptr: *const u8, len: usize) 
     match ClientConnection::new(config, name) {
         Ok(mut c) => {
             c.set_buffer_limit(Some(BUFFER_LIMIT));
-            e.conns.insert(Conn { conn: c.into(), sni })
+            e.conns.insert(Conn::new(c.into(), sni))
         }
         Err(err) => fail(e, errors::from_rustls(&err)),
     }
@@ -342,7 +422,7 @@ pub extern "C" fn mimic_server_new(cfg: i32) -> i32 {
     match ServerConnection::new(config) {
         Ok(mut c) => {
             c.set_buffer_limit(Some(BUFFER_LIMIT));
-            e.conns.insert(Conn { conn: c.into(), sni: None })
+            e.conns.insert(Conn::new(c.into(), None))
         }
         Err(err) => fail(e, errors::from_rustls(&err)),
     }
@@ -354,11 +434,55 @@ pub extern "C" fn mimic_conn_free(h: i32) {
     engine().conns.remove(h);
 }
 
+/// The status block: three u32 written after every connection call (feed,
+/// take, read, write, close_notify), for the host to read without another
+/// call: `[plaintext bytes ready to read, TLS bytes to send (> 0 when there
+/// are some), flags]`, flags as `STATUS_*`.
+#[no_mangle]
+pub extern "C" fn mimic_status_ptr() -> *const u32 {
+    engine().status.as_ptr()
+}
+
+/// The value of status flag `i` (0: handshaking, 1: peer closed, 2:
+/// transport ended, 3: failed, 4: close_notify queued, 5: wants read), or 0:
+/// lets the host check its copy of the ABI against the engine's.
+#[no_mangle]
+pub extern "C" fn mimic_status_flag(i: u32) -> u32 {
+    [
+        STATUS_HANDSHAKING,
+        STATUS_PEER_CLOSED,
+        STATUS_TRANSPORT_ENDED,
+        STATUS_FAILED,
+        STATUS_NOTIFIED,
+        STATUS_WANTS_READ,
+    ]
+    .get(i as usize)
+    .copied()
+    .unwrap_or(0)
+}
+
+/// Writes connection `h`'s status into the status block and returns `r`.
+fn done(e: &mut Engine, h: i32, r: i32) -> i32 {
+    if let Some(c) = e.conns.get(h) {
+        let out = c.conn.wants_write() as u32;
+        e.status = [c.plaintext as u32, out, c.flags()];
+    }
+    r
+}
+
+/// Reports connection `h`'s error `err` (also in the status block).
+fn conn_fail(e: &mut Engine, h: i32, err: EngineError) -> i32 {
+    let r = fail(e, err);
+    done(e, h, r)
+}
+
 /// Feeds TLS bytes received from the peer and processes them. Returns the
 /// number of bytes consumed (fewer than `len` when the received-plaintext
 /// buffer is full: read first), or -1 on a TLS error (result buffer holds
-/// it; outgoing TLS may still hold an alert). `len == 0` signals the
-/// transport's EOF.
+/// it; the status says whether an alert waits to be sent). `len == 0`
+/// signals the transport's end; then a read without the peer's
+/// close_notify fails with `UnexpectedEof` (during the handshake, this call
+/// does).
 ///
 /// # Safety
 /// (ptr, len) must be a valid buffer in linear memory.
@@ -367,19 +491,32 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
     // SAFETY: per the contract above.
     let data = unsafe { slice(ptr, len) };
     let e = engine();
-    let Some(c) = e.conns.get(h) else { return no_conn(e) };
-    let conn = &mut c.conn;
+    let Some(c) = e.conns.get(h) else {
+        return no_conn(e);
+    };
+    if let Some(err) = &c.failed {
+        let err = err.clone();
+        return conn_fail(e, h, err);
+    }
     if data.is_empty() {
+        c.transport_ended = true;
         // Reading from an empty slice returns Ok(0): rustls records the EOF.
-        let _ = conn.read_tls(&mut &data[..]);
-        return match conn.process_new_packets() {
-            Ok(_) => 0,
-            Err(err) => fail(e, errors::from_rustls(&err)),
-        };
+        let _ = c.conn.read_tls(&mut &data[..]);
+        if let Err(err) = c.process() {
+            return conn_fail(e, h, err);
+        }
+        if c.conn.is_handshaking() {
+            let err = c.fail(EngineError::tls(
+                "UnexpectedEof",
+                "the peer closed the connection during the TLS handshake".into(),
+            ));
+            return conn_fail(e, h, err);
+        }
+        return done(e, h, 0);
     }
     let mut rest = data;
     while !rest.is_empty() {
-        match conn.read_tls(&mut rest) {
+        match c.conn.read_tls(&mut rest) {
             Ok(0) => {
                 // close_notify already received: the rest is ignored.
                 rest = &[];
@@ -388,22 +525,23 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::Other => break, // plaintext full
             Err(err) => {
-                let msg = err.to_string();
-                // Surface a pending TLS error if there is one, else bad input.
-                if let Err(tls) = conn.process_new_packets() {
-                    return fail(e, errors::from_rustls(&tls));
-                }
-                return fail(e, EngineError::tls("BadInput", msg));
+                // A pending TLS error explains it better, if there is one.
+                let err = match c.process() {
+                    Err(tls) => tls,
+                    Ok(()) => c.fail(EngineError::tls("BadInput", err.to_string())),
+                };
+                return conn_fail(e, h, err);
             }
         }
-        if let Err(err) = conn.process_new_packets() {
-            return fail(e, errors::from_rustls(&err));
+        if let Err(err) = c.process() {
+            return conn_fail(e, h, err);
         }
     }
-    (data.len() - rest.len()) as i32
+    done(e, h, (data.len() - rest.len()) as i32)
 }
 
 /// Writes outgoing TLS bytes into (ptr, cap). Returns the count (0: none).
+/// An alert after a failure is sent this way too.
 ///
 /// # Safety
 /// (ptr, cap) must be a valid buffer in linear memory.
@@ -412,7 +550,9 @@ pub unsafe extern "C" fn mimic_conn_take(h: i32, ptr: *mut u8, cap: usize) -> i3
     // SAFETY: per the contract above.
     let mut out = unsafe { slice_mut(ptr, cap) };
     let e = engine();
-    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let Some(c) = e.conns.get(h) else {
+        return no_conn(e);
+    };
     let mut total = 0usize;
     while c.conn.wants_write() && !out.is_empty() {
         match c.conn.write_tls(&mut out) {
@@ -421,12 +561,13 @@ pub unsafe extern "C" fn mimic_conn_take(h: i32, ptr: *mut u8, cap: usize) -> i3
             Err(_) => break,
         }
     }
-    total as i32
+    done(e, h, total as i32)
 }
 
 /// Reads decrypted plaintext into (ptr, cap). Returns the count (> 0), 0 when
-/// none is available yet, -3 after a clean close_notify, -4 when the
-/// transport ended without close_notify (UnexpectedEof), -1 on other errors.
+/// none is available yet, -3 after the peer's close_notify (clean end of
+/// flow, every time), or -1 on an error: the connection's, or
+/// `UnexpectedEof` when the transport ended without close_notify.
 ///
 /// # Safety
 /// (ptr, cap) must be a valid buffer in linear memory, cap > 0.
@@ -435,21 +576,43 @@ pub unsafe extern "C" fn mimic_conn_read(h: i32, ptr: *mut u8, cap: usize) -> i3
     // SAFETY: per the contract above.
     let buf = unsafe { slice_mut(ptr, cap) };
     let e = engine();
-    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let Some(c) = e.conns.get(h) else {
+        return no_conn(e);
+    };
+    if let Some(err) = &c.failed {
+        let err = err.clone();
+        return conn_fail(e, h, err);
+    }
     if buf.is_empty() {
-        return 0;
+        return done(e, h, 0);
     }
-    match c.conn.reader().read(buf) {
-        Ok(0) => -3,
-        Ok(n) => n as i32,
+    let r = match c.conn.reader().read(buf) {
+        Ok(0) => {
+            c.peer_closed = true;
+            -3
+        }
+        Ok(n) => {
+            c.plaintext = c.plaintext.saturating_sub(n);
+            n as i32
+        }
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => -4,
-        Err(err) => fail(e, EngineError::tls("TlsFailure", err.to_string())),
-    }
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            let err = c.fail(EngineError::tls(
+                "UnexpectedEof",
+                "the peer closed the connection without sending close_notify".into(),
+            ));
+            return conn_fail(e, h, err);
+        }
+        Err(err) => {
+            let err = c.fail(EngineError::tls("TlsFailure", err.to_string()));
+            return conn_fail(e, h, err);
+        }
+    };
+    done(e, h, r)
 }
 
 /// Encrypts plaintext from (ptr, len). Returns the count accepted (fewer when
-/// the outgoing buffer limit is reached).
+/// the outgoing buffer limit is reached: take first), or -1 after a failure.
 ///
 /// # Safety
 /// (ptr, len) must be a valid buffer in linear memory.
@@ -458,32 +621,53 @@ pub unsafe extern "C" fn mimic_conn_write(h: i32, ptr: *const u8, len: usize) ->
     // SAFETY: per the contract above.
     let data = unsafe { slice(ptr, len) };
     let e = engine();
-    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let Some(c) = e.conns.get(h) else {
+        return no_conn(e);
+    };
+    if let Some(err) = &c.failed {
+        let err = err.clone();
+        return conn_fail(e, h, err);
+    }
     match c.conn.writer().write(data) {
-        Ok(n) => n as i32,
-        Err(err) => fail(e, EngineError::tls("TlsFailure", err.to_string())),
+        Ok(n) => done(e, h, n as i32),
+        Err(err) => {
+            let err = c.fail(EngineError::tls("TlsFailure", err.to_string()));
+            conn_fail(e, h, err)
+        }
     }
 }
 
-/// Queues a close_notify alert.
+/// Queues a close_notify alert (once; then take).
 #[no_mangle]
 pub extern "C" fn mimic_conn_close_notify(h: i32) {
-    if let Some(c) = engine().conns.get(h) {
-        c.conn.send_close_notify();
+    let e = engine();
+    if let Some(c) = e.conns.get(h) {
+        if !c.notified && c.failed.is_none() {
+            c.conn.send_close_notify();
+        }
+        c.notified = true;
     }
+    done(e, h, 0);
 }
 
-/// State bits: 1 handshaking, 2 wants_write, 4 wants_read. -1 if unknown.
+// ---------------------------------------------------------------------------
+// Host AEAD (see host_aead.rs)
+// ---------------------------------------------------------------------------
+
+/// Runs the host AEAD against the wasm one on known vectors (RFC 8439, the
+/// GCM specification): bit `1 << alg` set for each algorithm where both give
+/// the published answer (1 AES-128-GCM, 2 AES-256-GCM, 3 ChaCha20-Poly1305).
 #[no_mangle]
-pub extern "C" fn mimic_conn_state(h: i32) -> i32 {
-    match engine().conns.get(h) {
-        Some(c) => {
-            (c.conn.is_handshaking() as i32)
-                | ((c.conn.wants_write() as i32) << 1)
-                | ((c.conn.wants_read() as i32) << 2)
-        }
-        None => -1,
-    }
+pub extern "C" fn mimic_host_aead_selftest() -> u32 {
+    host_aead::selftest()
+}
+
+/// Enables the host AEAD for new keys of the algorithms in `mask` (bits
+/// `1 << alg`, only those the self-test passed should be set) and, with bit
+/// 0, puts AES-GCM first in the default suite order of configs made after.
+#[no_mangle]
+pub extern "C" fn mimic_set_host_aead(mask: u32) {
+    host_aead::set_enabled(mask);
 }
 
 fn put_field(out: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -503,9 +687,14 @@ fn put_field(out: &mut Vec<u8>, v: Option<&[u8]>) {
 #[no_mangle]
 pub extern "C" fn mimic_conn_info(h: i32) -> i32 {
     let e = engine();
-    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    let Some(c) = e.conns.get(h) else {
+        return no_conn(e);
+    };
     if c.conn.is_handshaking() {
-        return fail(e, EngineError::tls("TlsFailure", "handshake not complete".into()));
+        return fail(
+            e,
+            EngineError::tls("TlsFailure", "handshake not complete".into()),
+        );
     }
     let conn = &c.conn;
     let mut out = std::mem::take(&mut e.result);
@@ -517,13 +706,15 @@ pub extern "C" fn mimic_conn_info(h: i32) -> i32 {
     };
     put_field(&mut out, Some(proto.as_bytes()));
     // IANA names: rustls spells the TLS 1.3 suites "TLS13_*".
-    let suite = conn.negotiated_cipher_suite().map(|s| match s.suite().as_str() {
-        Some(n) => match n.strip_prefix("TLS13_") {
-            Some(rest) => format!("TLS_{rest}"),
-            None => n.to_string(),
-        },
-        None => format!("{:?}", s.suite()),
-    });
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| match s.suite().as_str() {
+            Some(n) => match n.strip_prefix("TLS13_") {
+                Some(rest) => format!("TLS_{rest}"),
+                None => n.to_string(),
+            },
+            None => format!("{:?}", s.suite()),
+        });
     put_field(&mut out, suite.as_deref().map(str::as_bytes));
     put_field(&mut out, conn.alpn_protocol());
     let sni: Option<&str> = match conn {

@@ -96,36 +96,59 @@ fn roots(pems: &[&[u8]], what: &str) -> Result<RootCertStore, EngineError> {
     let mut store = RootCertStore::empty();
     for pem in pems {
         for cert in certs(pem, what)? {
-            store.add(cert).map_err(|e| bad(format!("{what}: invalid certificate: {e}")))?;
+            store
+                .add(cert)
+                .map_err(|e| bad(format!("{what}: invalid certificate: {e}")))?;
         }
     }
     Ok(store)
 }
 
-/// ring's provider, with the cipher suites reordered for wasm: without
-/// AES/CLMUL instructions ring falls back to constant-time software AES-GCM,
-/// which is slower than ChaCha20-Poly1305, so ChaCha20 comes first, then
-/// AES-128-GCM, then AES-256-GCM.
+/// ring's provider with our record protection and suite order:
+///
+/// - TLS 1.3 ChaCha20-Poly1305 uses our SIMD ChaCha20 (see chacha.rs);
+/// - the TLS 1.3 suites go to the host's AEAD where the host enabled it
+///   (see host_aead.rs), else stay in wasm;
+/// - order: without AES instructions ring's constant-time software AES-GCM
+///   is ~10x slower than ChaCha20-Poly1305, so ChaCha20 comes first, then
+///   AES-128-GCM, then AES-256-GCM; a host whose AES-GCM is faster
+///   (`host_aead::prefer_aes`) puts AES-128-GCM and AES-256-GCM first.
+///   TLS 1.3 suites before TLS 1.2 ones.
 fn provider() -> Arc<CryptoProvider> {
+    use crate::host_aead::{self, Alg};
     let mut p = rustls::crypto::ring::default_provider();
-    // TLS 1.3 ChaCha20-Poly1305 with our SIMD ChaCha20 (see chacha.rs).
-    #[cfg(target_feature = "simd128")]
     for s in p.cipher_suites.iter_mut() {
-        if let SupportedCipherSuite::Tls13(t) = s {
-            if t.common.suite == CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 {
-                *s = SupportedCipherSuite::Tls13(simd_chacha_suite(t));
-            }
-        }
+        let SupportedCipherSuite::Tls13(t) = *s else {
+            continue;
+        };
+        let alg = match t.common.suite {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => Alg::Aes128Gcm,
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => Alg::Aes256Gcm,
+            _ => Alg::Chacha20Poly1305,
+        };
+        #[cfg(target_feature = "simd128")]
+        let t = if alg == Alg::Chacha20Poly1305 {
+            simd_chacha_suite(t)
+        } else {
+            t
+        };
+        *s = SupportedCipherSuite::Tls13(host_aead::tls13_suite(t, alg));
     }
+    let aes_first = host_aead::prefer_aes();
     p.cipher_suites.sort_by_key(|s| {
         let name = s.suite().as_str().unwrap_or("");
         let tls13 = name.starts_with("TLS13_") as u8;
-        let rank = if name.contains("CHACHA20") {
-            0
-        } else if name.contains("AES_128") {
-            1
-        } else {
-            2
+        let rank = match (
+            name.contains("CHACHA20"),
+            name.contains("AES_128"),
+            aes_first,
+        ) {
+            (true, _, false) => 0,
+            (true, _, true) => 2,
+            (false, true, false) => 1,
+            (false, true, true) => 0,
+            (false, false, false) => 2,
+            (false, false, true) => 1,
         };
         (1 - tls13, rank)
     });
@@ -163,7 +186,9 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
     // Parse the CA certificates even when verification is off, so malformed
     // PEM is always reported.
     let store = if o.ca_certs.is_empty() {
-        RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+        RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
     } else {
         roots(&o.ca_certs, "caCerts")?
     };
@@ -177,12 +202,14 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
             .build()
             .map_err(|e| bad(format!("caCerts: {e}")))?;
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(CachingVerifier::new(webpki)))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CachingVerifier::new(webpki)))
     };
     let mut cfg = match (o.cert, o.key) {
-        (Some(c), Some(k)) => {
-            builder.with_client_auth_cert(certs(c, "cert")?, key(k)?).map_err(config_err)?
-        }
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(certs(c, "cert")?, key(k)?)
+            .map_err(config_err)?,
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(bad("cert and key must be given together")),
     };
@@ -241,7 +268,12 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -250,7 +282,12 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

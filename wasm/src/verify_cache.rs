@@ -53,18 +53,25 @@ pub struct CachingVerifier {
 
 impl core::fmt::Debug for CachingVerifier {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CachingVerifier").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("CachingVerifier")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
 impl CachingVerifier {
     pub fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
-        Self { inner, entries: Mutex::new(Vec::new()) }
+        Self {
+            inner,
+            entries: Mutex::new(Vec::new()),
+        }
     }
 
     fn lookup(&self, key: &[u8; 32], now: u64) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(i) = entries.iter().position(|e| &e.key == key) else { return false };
+        let Some(i) = entries.iter().position(|e| &e.key == key) else {
+            return false;
+        };
         let e = entries.remove(i);
         let hit = e.not_before <= now && now <= e.not_after;
         if hit {
@@ -79,7 +86,11 @@ impl CachingVerifier {
         if entries.len() >= CAPACITY {
             entries.remove(0);
         }
-        entries.push(Entry { key, not_before, not_after });
+        entries.push(Entry {
+            key,
+            not_before,
+            not_after,
+        });
     }
 }
 
@@ -243,8 +254,9 @@ mod der {
     /// RFC 5280 requires them (UTC, seconds, no fraction).
     fn time(tag: u8, v: &[u8]) -> Option<u64> {
         let digits = |s: &[u8]| -> Option<u64> {
-            s.iter()
-                .try_fold(0u64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64))
+            s.iter().try_fold(0u64, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64)
+            })
         };
         let (year, rest) = match tag {
             0x17 if v.len() == 13 => {
@@ -271,7 +283,11 @@ mod der {
             return None;
         }
         // Days from 1970-01-01 to year-month-day (proleptic Gregorian).
-        let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+        let (y, m) = if month <= 2 {
+            (year - 1, month + 9)
+        } else {
+            (year, month - 3)
+        };
         let era = y / 400;
         let yoe = y - era * 400;
         let doy = (153 * m + 2) / 5 + day - 1;
