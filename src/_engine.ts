@@ -65,6 +65,12 @@ export interface EngineClientOptions {
   unsafelyIgnoreCertificateErrors?: boolean;
   /** @internal Testing only: restrict to TLS 1.2. */
   _tls12Only?: boolean;
+  /**
+   * @internal Testing and benchmarks: false for the engine's own ciphers
+   * only, true for the host AEAD where it passed its self-test. Default:
+   * true (see `_useHostAeadForTesting`).
+   */
+  _hostAead?: boolean;
 }
 
 /** Options of a server session. */
@@ -79,6 +85,8 @@ export interface EngineServerOptions {
   clientCaCerts?: string[];
   /** @internal Testing only: restrict to TLS 1.2. */
   _tls12Only?: boolean;
+  /** @internal As {@linkcode EngineClientOptions._hostAead}. */
+  _hostAead?: boolean;
 }
 
 /** What was negotiated, once the handshake completed. */
@@ -354,8 +362,28 @@ class Engine {
 }
 
 let modulePromise: Promise<WebAssembly.Module> | undefined;
-let enginePromise: Promise<Engine> | undefined;
-let currentEngine: Engine | undefined;
+
+/**
+ * Which record protection an engine instance uses: "host" (the host AEAD
+ * where the self-test passed, else the engine's own) or "wasm" (the
+ * engine's own ciphers only). The AEAD switch lives inside an instance, so
+ * each mode has its own.
+ */
+type EngineMode = "host" | "wasm";
+
+interface Slot {
+  promise?: Promise<Engine>;
+  engine?: Engine;
+  info?: EngineInfo;
+}
+
+const slots: Record<EngineMode, Slot> = { host: {}, wasm: {} };
+
+let defaultMode: EngineMode = "host";
+
+function modeOf(hostAead: boolean | undefined): EngineMode {
+  return hostAead === undefined ? defaultMode : hostAead ? "host" : "wasm";
+}
 
 async function wasmBytes(): Promise<Uint8Array<ArrayBuffer>> {
   // A static specifier: part of the module graph (no permission needed, also
@@ -384,9 +412,6 @@ export interface EngineInfo {
   /** The default order of the TLS 1.3 suites, most preferred first. */
   suiteOrder: string[];
 }
-
-let hostAeadDisabled = false;
-let lastInfo: EngineInfo | undefined;
 
 const TLS13_SUITES = {
   aes128: "TLS_AES_128_GCM_SHA256",
@@ -457,7 +482,7 @@ function enableHostAead(x: Exports, host: HostAead | null): EngineInfo {
 
 let warnedSelfTest = false;
 
-async function instantiate(): Promise<Engine> {
+async function instantiate(mode: EngineMode): Promise<Engine> {
   modulePromise ??= wasmBytes().then((bytes) => WebAssembly.compile(bytes));
   let module: WebAssembly.Module;
   try {
@@ -466,7 +491,7 @@ async function instantiate(): Promise<Engine> {
     modulePromise = undefined;
     throw engineFailure(e);
   }
-  const host = await loadHostAead(hostAeadDisabled);
+  const host = await loadHostAead(mode === "wasm");
   const bound: { memory?: WebAssembly.Memory; engine?: Engine } = {};
   const imports = {
     env: {
@@ -495,7 +520,7 @@ async function instantiate(): Promise<Engine> {
   bound.memory = x.memory;
   checkAbi(x);
   bound.engine = new Engine(instance);
-  lastInfo = enableHostAead(x, host);
+  slots[mode].info = enableHostAead(x, host);
   return bound.engine;
 }
 
@@ -507,36 +532,44 @@ async function instantiate(): Promise<Engine> {
  * @returns The engine's information.
  */
 export async function engineInfo(): Promise<EngineInfo> {
-  await getEngine();
-  return { ...lastInfo!, hostAlgorithms: [...lastInfo!.hostAlgorithms] };
+  await getEngine(defaultMode);
+  const info = slots[defaultMode].info!;
+  return { ...info, hostAlgorithms: [...info.hostAlgorithms] };
 }
 
 /**
- * Testing and benchmarks only: whether engine instances made from now on use
- * the host AEAD (default true). The current instance is dropped (sessions
- * on it keep working); the next session gets a new one.
+ * Testing and benchmarks only: whether sessions made from now on without a
+ * `_hostAead` option use the host AEAD (default true).
  */
 export function _useHostAeadForTesting(on: boolean): void {
-  hostAeadDisabled = !on;
-  currentEngine = undefined;
-  enginePromise = undefined;
+  defaultMode = on ? "host" : "wasm";
 }
 
-/** The current (healthy) engine instance, created on first use. */
-async function getEngine(): Promise<Engine> {
+/**
+ * Testing only: forgets the engine instances (sessions on them keep
+ * working), so the next session loads a new one and runs its self-test.
+ */
+export function _resetEnginesForTesting(): void {
+  slots.host = {};
+  slots.wasm = {};
+}
+
+/** The healthy engine instance of `mode`, created on first use. */
+async function getEngine(mode: EngineMode): Promise<Engine> {
+  const slot = slots[mode];
   for (;;) {
-    if (currentEngine?.poisoned) {
-      currentEngine = undefined;
-      enginePromise = undefined;
+    if (slot.engine?.poisoned) {
+      slot.engine = undefined;
+      slot.promise = undefined;
     }
-    enginePromise ??= instantiate().then(
-      (e) => (currentEngine = e),
+    slot.promise ??= instantiate(mode).then(
+      (e) => (slot.engine = e),
       (e) => {
-        enginePromise = undefined;
+        slot.promise = undefined;
         throw e;
       },
     );
-    const engine = await enginePromise;
+    const engine = await slot.promise;
     if (!engine.poisoned) return engine;
   }
 }
@@ -866,13 +899,16 @@ class EngineSession implements Session {
 }
 
 /** Runs f on a healthy engine, retrying once on a fresh instance if it trapped. */
-async function withEngine<T>(f: (e: Engine) => T): Promise<T> {
-  const engine = await getEngine();
+async function withEngine<T>(
+  mode: EngineMode,
+  f: (e: Engine) => T,
+): Promise<T> {
+  const engine = await getEngine(mode);
   try {
     return f(engine);
   } catch (e) {
     if (e instanceof TlsError && e.code === "EngineFailure") {
-      return f(await getEngine());
+      return f(await getEngine(mode));
     }
     throw e;
   }
@@ -889,7 +925,7 @@ export function clientSession(options: EngineClientOptions): Promise<Session> {
     const hostname = checkString("hostname", o.hostname) ?? "127.0.0.1";
     const [key, encoded] = encodeClient(o);
     const host = encoder.encode(hostname);
-    return await withEngine((e) => {
+    return await withEngine(modeOf(o._hostAead), (e) => {
       const config = e.config("client", key, encoded);
       const h = e.withBytes(
         host,
@@ -908,7 +944,7 @@ export function clientSession(options: EngineClientOptions): Promise<Session> {
 export function serverSession(options: EngineServerOptions): Promise<Session> {
   return (async () => {
     const [key, encoded] = encodeServer(options);
-    return await withEngine((e) => {
+    return await withEngine(modeOf(options?._hostAead), (e) => {
       const config = e.config("server", key, encoded);
       const h = e.call(() => e.x.mimic_server_new(config));
       if (h < 0) throw e.error(h);
@@ -922,7 +958,7 @@ export function serverSession(options: EngineServerOptions): Promise<Session> {
  * sessions. No-op when no engine is loaded.
  */
 export function _trapEngineForTesting(): void {
-  const e = currentEngine;
+  const e = slots[defaultMode].engine;
   if (e === undefined || e.poisoned) return;
   try {
     e.call(() => e.x.mimic_debug_trap());
@@ -941,7 +977,7 @@ export interface EngineStats {
 
 /** Testing only: memory statistics of the current engine, or null if none. */
 export function _engineStatsForTesting(): EngineStats | null {
-  const e = currentEngine;
+  const e = slots[defaultMode].engine;
   if (e === undefined || e.poisoned) return null;
   return {
     heapBytes: e.call(() => e.x.mimic_heap_bytes()) >>> 0,
@@ -955,6 +991,6 @@ export function _engineStatsForTesting(): EngineStats | null {
  * record sizes). Resolves to 0 when they agree, else the failing case.
  */
 export async function _engineSelfTestForTesting(): Promise<number> {
-  const e = await getEngine();
+  const e = await getEngine(defaultMode);
   return e.call(() => e.x.mimic_selftest());
 }

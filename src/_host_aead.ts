@@ -126,6 +126,14 @@ export async function loadHostAead(
   };
 }
 
+/** Testing only: counts of host AEAD calls, and a fault to inject. */
+export const _hostAeadTesting: {
+  seals: number;
+  opens: number;
+  /** When set, seal flips a bit of its output (a broken host). */
+  corrupt: boolean;
+} = { seals: 0, opens: 0, corrupt: false };
+
 function nodeImports(
   nc: NodeCrypto,
   memory: () => WebAssembly.Memory,
@@ -168,6 +176,8 @@ function nodeImports(
         target.set(out);
         if (rest.length > 0) target.set(rest, out.length);
         view(tag, 16).set(c.getAuthTag());
+        _hostAeadTesting.seals++;
+        if (_hostAeadTesting.corrupt && len > 0) target[0] ^= 1;
         return 0;
       } catch {
         return -1;
@@ -204,6 +214,7 @@ function nodeImports(
       const target = view(data, len);
       target.set(out);
       if (rest.length > 0) target.set(rest, out.length);
+      _hostAeadTesting.opens++;
       return 0;
     },
   };

@@ -448,7 +448,10 @@ class TlsConn implements TlsFlow {
       }
     }
     const fed = session.feed(this.#pending);
-    this.#pending = this.#pending.subarray(fed);
+    // An empty rest drops its buffer (an idle connection holds none).
+    this.#pending = fed === this.#pending.length
+      ? EMPTY
+      : this.#pending.subarray(fed);
     if (session.status.tlsToSend) this.#flush().catch(() => {});
     if (
       fed === 0 && session.status.plaintext === 0 && !session.status.peerClosed

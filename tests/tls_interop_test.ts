@@ -19,6 +19,7 @@ import {
   sha256,
   writeAll,
 } from "./_helpers.ts";
+import { Collector, opensslClient, OpensslServer } from "./servers/openssl.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -69,132 +70,6 @@ async function connectTls(
   } catch (error) {
     conn.close();
     throw error;
-  }
-}
-
-/** Collects a child's output stream as text, in the background. */
-class Collector {
-  text = "";
-  readonly done: Promise<void>;
-  #waiters: { needle: string; ok: () => void }[] = [];
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = (async () => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        this.text += chunk;
-        this.#waiters = this.#waiters.filter((w) => {
-          if (!this.text.includes(w.needle)) return true;
-          w.ok();
-          return false;
-        });
-      }
-    })();
-  }
-  /** Resolves once `needle` was output; rejects if the stream ends first. */
-  waitFor(needle: string): Promise<void> {
-    if (this.text.includes(needle)) return Promise.resolve();
-    return new Promise((ok, ko) => {
-      this.#waiters.push({ needle, ok });
-      this.done.then(() =>
-        ko(new Error(`output ended without ${needle}: ${this.text}`))
-      );
-    });
-  }
-}
-
-/** `openssl s_server` on 127.0.0.1 and a random free port, killed on dispose. */
-class OpensslServer implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly stdout: Collector;
-  readonly stderr: Collector;
-  port = 0;
-
-  constructor(args: string[]) {
-    this.child = new Deno.Command("openssl", {
-      args: [
-        "s_server",
-        "-accept",
-        "127.0.0.1:0",
-        "-naccept",
-        "1",
-        "-rev",
-        ...args,
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.stdout = new Collector(this.child.stdout);
-    this.stderr = new Collector(this.child.stderr);
-  }
-
-  /** Waits for "ACCEPT 127.0.0.1:PORT" on its stdout. */
-  static async start(args: string[]): Promise<OpensslServer> {
-    const server = new OpensslServer(args);
-    try {
-      await server.stdout.waitFor("ACCEPT");
-      await server.stdout.waitFor("\n");
-      server.port = Number(
-        /ACCEPT 127\.0\.0\.1:(\d+)/.exec(server.stdout.text)![1],
-      );
-    } catch (error) {
-      await server[Symbol.asyncDispose]();
-      throw error;
-    }
-    return server;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-    await this.child.status;
-    await this.child.stdin.close().catch(() => {});
-    await this.stdout.done;
-    await this.stderr.done;
-  }
-}
-
-/** Runs `openssl s_client` against 127.0.0.1:port, feeding it `input`. */
-async function opensslClient(
-  port: number,
-  args: string[],
-  input: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command("openssl", {
-    args: [
-      "s_client",
-      "-connect",
-      `127.0.0.1:${port}`,
-      "-CAfile",
-      path("ca.pem"),
-      "-servername",
-      "localhost",
-      "-verify_hostname",
-      "localhost",
-      "-verify_return_error",
-      "-ign_eof",
-      "-brief",
-      ...args,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  try {
-    const writer = child.stdin.getWriter();
-    await writer.write(encoder.encode(input));
-    await writer.close();
-    const { code, stdout, stderr } = await child.output();
-    return {
-      code,
-      stdout: decoder.decode(stdout),
-      stderr: decoder.decode(stderr),
-    };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
