@@ -20,7 +20,10 @@
  */
 
 /** A constructor of one of the named I/O errors. */
-export type IoErrorClass = new (message?: string, options?: ErrorOptions) => Error;
+export type IoErrorClass = new (
+  message?: string,
+  options?: ErrorOptions,
+) => Error;
 
 /** The error classes flows reject with, by name. */
 export interface IoErrors {
