@@ -105,8 +105,9 @@ const noop = (): void => {};
  *    an empty `p` resolves 0; concurrent reads are served in call order.
  * 2. `write(p)` writes every byte of `p` before it resolves to `p.length`;
  *    concurrent writes go out in call order, never interleaved.
- * 3. `closeWrite()` waits for the pending writes, then half-closes;
- *    idempotent; a later `write` rejects with `BrokenPipe`.
+ * 3. `closeWrite()` half-closes after the pending writes (without waiting
+ *    for them when there are some); idempotent; a later `write` rejects
+ *    with `BrokenPipe`.
  * 4. `close()` is idempotent; pending reads and writes reject with
  *    `Interrupted`; later `read`, `write` and `closeWrite` with
  *    `BadResource`.
@@ -175,7 +176,7 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
 
   #closedError(action: string): Error {
     return new errors.BadResource(
-      `Cannot ${action} ${this.#name}: the flow is closed`,
+      `Cannot ${action} ${this.#name}: it is closed`,
     );
   }
 
@@ -338,7 +339,8 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
 
   /**
    * Half-closes once the pending writes are done: the peer reads end of
-   * flow; this side keeps reading. Idempotent.
+   * flow; this side keeps reading. Idempotent. With writes pending it
+   * resolves at once (the half-close follows them).
    *
    * @returns A promise settled once half-closed.
    */
@@ -350,10 +352,12 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
       if (this.#closed) return;
       await this.#source.closeWrite?.();
     };
-    this.#closeWrite = this.#writing === 0
-      ? run()
-      : this.#writeTail!.then(run, run);
-    return this.#closeWrite;
+    if (this.#writing === 0) return this.#closeWrite = run();
+    // Writes are pending: the half-close follows them, but does not wait for
+    // them (a pending write may wait for the peer to read, and the peer may
+    // wait for this call), as a socket's shutdown does not.
+    this.#writeTail!.then(run, run).catch(noop);
+    return this.#closeWrite = Promise.resolve();
   }
 
   /**

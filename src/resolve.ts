@@ -550,62 +550,42 @@ function isFlow(x: unknown): x is Flow {
 
 /**
  * A protocol's flow that lacks `Symbol.dispose`/`Symbol.asyncDispose`
- * (Flow contract rule 8), wrapped instead of mutated (rule 9): every call
- * goes to the flow, addresses pass through.
+ * (Flow contract rule 8), wrapped instead of mutated (rule 9): a proxy that
+ * forwards every property to the flow (methods bound to it, so its own
+ * extras such as a TLS flow's `handshake()` keep working, and `instanceof`
+ * holds) and adds the disposers. Its target is a fresh object, so a frozen
+ * flow meets no proxy invariant.
  */
-class DisposableFlow implements Flow, Disposable, AsyncDisposable {
-  readonly localAddr?: unknown;
-  readonly remoteAddr?: unknown;
-  readonly #flow: Flow;
-
-  constructor(flow: Flow) {
-    this.#flow = flow;
-    const { localAddr, remoteAddr } = flow as {
-      localAddr?: unknown;
-      remoteAddr?: unknown;
-    };
-    if (localAddr !== undefined) this.localAddr = localAddr;
-    if (remoteAddr !== undefined) this.remoteAddr = remoteAddr;
-  }
-
-  read(p: Uint8Array): Promise<number | null> {
-    return this.#flow.read(p);
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    return this.#flow.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#flow.closeWrite();
-  }
-
-  close(): void {
-    closeQuietly(this.#flow);
-  }
-
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#flow.readable;
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#flow.writable;
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    const inner = (this.#flow as Partial<AsyncDisposable>)[
-      Symbol.asyncDispose
-    ];
-    if (typeof inner === "function") {
-      return Promise.resolve(inner.call(this.#flow));
-    }
-    this.close();
+function wrapDisposable(flow: Flow): Flow & AsyncDisposable {
+  const bound = new Map<PropertyKey, unknown>();
+  const dispose = (): void => closeQuietly(flow);
+  const asyncDispose = (): Promise<void> => {
+    const own = (flow as Partial<AsyncDisposable>)[Symbol.asyncDispose];
+    if (typeof own === "function") return Promise.resolve(own.call(flow));
+    dispose();
     return Promise.resolve();
-  }
+  };
+  const own = new Map<PropertyKey, unknown>([
+    [Symbol.dispose, dispose],
+    [Symbol.asyncDispose, asyncDispose],
+    ["close", dispose],
+  ]);
+  return new Proxy({}, {
+    get(_, key) {
+      if (own.has(key)) return own.get(key);
+      const x = Reflect.get(flow, key, flow);
+      if (typeof x !== "function") return x;
+      let f = bound.get(key);
+      if (f === undefined || (f as { raw?: unknown }).raw !== x) {
+        f = Object.assign(x.bind(flow), { raw: x });
+        bound.set(key, f);
+      }
+      return f;
+    },
+    has: (_, key) => own.has(key) || key in flow,
+    getPrototypeOf: () => Object.getPrototypeOf(flow),
+    set: () => false,
+  }) as Flow & AsyncDisposable;
 }
 
 /** The flow as returned: itself when it keeps rule 8, else a wrapper. */
@@ -617,7 +597,7 @@ function disposable(flow: Flow): Flow & AsyncDisposable {
   ) {
     return flow as Flow & AsyncDisposable;
   }
-  return new DisposableFlow(flow);
+  return wrapDisposable(flow);
 }
 
 /**
