@@ -57,8 +57,9 @@ export type Addr =
  *
  * The source's `read` and `write` are never called concurrently (the flow
  * queues calls in order), never with an empty buffer, and never after
- * `close`. `read` may resolve 0 (it is called again); `write` may write
- * short (it is called again with the rest).
+ * `close`. `read` may resolve 0 (it is called again, up to 64 times in a
+ * row, then the read rejects with `InvalidData`); `write` may write short
+ * (it is called again with the rest; 0 rejects with `WriteZero`).
  */
 export interface FlowSource {
   /** Reads into `p` (non-empty): the count read, or `null` at end of flow. */
@@ -97,6 +98,9 @@ export interface SourceFlowOptions {
 }
 
 const noop = (): void => {};
+
+/** How many 0-byte reads in a row a source may return before it is an error. */
+const MAX_ZERO_READS = 64;
 
 /**
  * A flow made from a {@linkcode FlowSource}, keeping the Flow contract:
@@ -231,7 +235,7 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
     });
   }
 
-  #pull(p: Uint8Array): Promise<number | null> {
+  #pull(p: Uint8Array, zeros = 0): Promise<number | null> {
     let call: Promise<number | null>;
     try {
       call = this.#source.read(p);
@@ -239,10 +243,17 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
       call = Promise.reject(error);
     }
     return call.then((n) => {
-      if (n === 0 && !this.#closed) return this.#pull(p);
+      if (n === 0 && !this.#closed && zeros < MAX_ZERO_READS) {
+        return this.#pull(p, zeros + 1);
+      }
       this.#reading--;
       this.#readReject = undefined;
       if (this.#closed) throw this.#interrupted("read from");
+      if (n === 0) {
+        throw new errors.InvalidData(
+          `Cannot read from ${this.#name}: the source read 0 bytes ${MAX_ZERO_READS} times in a row`,
+        );
+      }
       if (n === null) this.#eof = true;
       else if (!(n > 0 && n <= p.length)) {
         throw new RangeError(
