@@ -444,12 +444,16 @@ export function unfold(
 ): Promise<Endpoint[]> {
   try {
     options?.signal?.throwIfAborted();
-    const p = partition(bindingsNewestFirst(ctx));
+    const newestFirst = bindingsNewestFirst(ctx);
     // The fast path: a context of plain values has nothing to evaluate.
-    if (p.folds.length === 0) {
-      return Promise.resolve(sorted(p.plains, [], [], [], options?.onEvent));
+    if (newestFirst.every((b) => "x" in b)) {
+      const plains = newestFirst.map((b) => ({
+        value: b.value,
+        data: (b as { x: unknown }).x,
+      }));
+      return Promise.resolve(sorted(plains, [], [], [], options?.onEvent));
     }
-    return evaluateAll(p, options);
+    return evaluateAll(partition(newestFirst), options);
   } catch (error) {
     return Promise.reject(error);
   }

@@ -426,6 +426,15 @@ export function connectHappyEyeballs(
   } catch (error) {
     return Promise.reject(error);
   }
+  return dial(hostname, port, options);
+}
+
+/** {@linkcode connectHappyEyeballs} on arguments already validated. */
+function dial(
+  hostname: string,
+  port: number,
+  options: HappyEyeballsOptions | undefined,
+): Promise<TcpFlow> {
   const connectTo = options?.connect ?? defaultConnect;
   const ip = literal(hostname);
   if (ip !== undefined) return connectLiteral(ip, port, connectTo, options);
@@ -733,7 +742,7 @@ export const tcp: Protocol<TcpEndpoint, TcpFlow> = register(
     } catch (error) {
       return Promise.reject(error);
     }
-    return connectHappyEyeballs(endpoint.hostname, endpoint.port, {
+    return dial(endpoint.hostname, endpoint.port, {
       attemptDelay: endpoint.attemptDelay,
       lookup: endpoint.lookup,
       noDelay: endpoint.noDelay,
