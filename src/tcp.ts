@@ -44,7 +44,7 @@ import {
 
 // The core's types this entry point's API mentions, so that its documentation
 // stands alone (`deno doc --lint src/tcp.ts`).
-export type { Addr, Flow } from "./flow.ts";
+export type { Addr, Flow, SourceFlow } from "./flow.ts";
 export type { Value } from "./context.ts";
 export type { Protocol } from "./protocol.ts";
 
@@ -221,11 +221,30 @@ const defaultConnect = (
  * `read`/`write`/`closeWrite`/`close`, queued in call order, with
  * `readable`/`writable` over them (so cancelling `readable` leaves the
  * connection open for, say, `startTls`, and `writable.close()` half-closes),
- * typed errors after `close()`, and dispose.
+ * typed errors after `close()`, and dispose. The base of
+ * {@linkcode TcpFlow} and {@linkcode UnixFlow}.
+ *
+ * @example Wrap a connection accepted by a listener
+ * ```ts
+ * import { ConnFlow } from "@mimic/mimic/tcp";
+ * import assert from "node:assert/strict";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * using flow = new ConnFlow(await listener.accept(), "accepted");
+ * await client.write(new Uint8Array([1]));
+ * assert.equal(await flow.read(new Uint8Array(1)), 1);
+ * ```
  */
-class ConnFlow<C extends Deno.Conn> extends SourceFlow {
+export class ConnFlow<C extends Deno.Conn> extends SourceFlow {
   readonly #conn: C;
 
+  /**
+   * Wraps `conn`.
+   *
+   * @param conn The connection; the flow owns it from now on.
+   * @param name Names the flow in error messages.
+   */
   constructor(conn: C, name: string) {
     super(conn, {
       name,
