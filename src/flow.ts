@@ -9,6 +9,7 @@
 
 import { errors } from "./errors.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { closeQuietly } from "./_util.ts";
 
 /**
  * A full-duplex byte stream. A `Deno.TcpConn`, `Deno.UnixConn` and
@@ -382,10 +383,8 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
     this.#unread = undefined;
     this.#readReject?.(this.#interrupted("read from"));
     this.#writeReject?.(this.#interrupted("write to"));
-    try {
-      this.#source.close?.();
-    } catch {
-      // Already closed by its owner.
+    if (this.#source.close !== undefined) {
+      closeQuietly(this.#source as { close(): void });
     }
   }
 
