@@ -118,6 +118,43 @@ async function startResetter(): Promise<{ port: number; close(): void }> {
   };
 }
 
+/**
+ * A hand-written WebSocket server that completes the opening handshake,
+ * then drops the TCP connection at the first frame, without a close frame
+ * (the client sees code 1006).
+ */
+function startWebSocketDropper(): { url: string; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        const buf = new Uint8Array(4096);
+        let head = "";
+        while (!head.includes("\r\n\r\n")) {
+          const n = await conn.read(buf);
+          if (n === null) return;
+          head += decoder.decode(buf.subarray(0, n));
+        }
+        const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+        const digest = await crypto.subtle.digest(
+          "SHA-1",
+          encoder.encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+        );
+        const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+        await conn.write(encoder.encode(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
+            `Connection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+        ));
+        await conn.read(buf);
+      })().catch(() => {}).finally(() => conn.close());
+    }
+  })().catch(() => {});
+  return {
+    url: `ws://127.0.0.1:${listener.addr.port}`,
+    close: () => listener.close(),
+  };
+}
+
 // --- transports ------------------------------------------------------------
 
 /** A started transport: opens flows to its echo peer. */
@@ -329,7 +366,8 @@ const TRANSPORTS: Transport[] = [
     },
   },
   {
-    name: "websocket (Deno.serve with upgradeWebSocket, echoing messages)",
+    name:
+      "websocket (Deno.serve with upgradeWebSocket, echoing messages; a server that drops)",
     halfClose: false,
     writesWait: false,
     addrs: false,
@@ -344,6 +382,7 @@ const TRANSPORTS: Transport[] = [
           return response;
         },
       );
+      const dropper = startWebSocketDropper();
       return Promise.resolve({
         open: () =>
           resolve(
@@ -351,7 +390,12 @@ const TRANSPORTS: Transport[] = [
               url: `ws://127.0.0.1:${server.addr.port}`,
             }),
           ),
-        close: () => server.shutdown(),
+        openReset: () =>
+          resolve(empty.add(websocket.endpoint, { url: dropper.url })),
+        async close() {
+          dropper.close();
+          await server.shutdown();
+        },
       });
     },
   },
