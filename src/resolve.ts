@@ -444,19 +444,28 @@ export function unfold(
 ): Promise<Endpoint[]> {
   try {
     options?.signal?.throwIfAborted();
-    const newestFirst = bindingsNewestFirst(ctx);
-    // The fast path: a context of plain values has nothing to evaluate.
-    if (newestFirst.every((b) => "x" in b)) {
-      const plains = newestFirst.map((b) => ({
-        value: b.value,
-        data: (b as { x: unknown }).x,
-      }));
-      return Promise.resolve(sorted(plains, [], [], [], options?.onEvent));
-    }
-    return evaluateAll(partition(newestFirst), options);
+    const plains = plainCandidates(ctx, options);
+    if (plains !== undefined) return Promise.resolve(plains);
+    return evaluateAll(partition(bindingsNewestFirst(ctx)), options);
   } catch (error) {
     return Promise.reject(error);
   }
+}
+
+/**
+ * The fast path: the sorted candidates of a context of plain values (which
+ * has nothing to evaluate), or undefined when it has fold functions.
+ */
+function plainCandidates(
+  ctx: Context,
+  options: ResolveOptions | undefined,
+): Endpoint[] | undefined {
+  const plains: Endpoint[] = [];
+  for (const b of bindingsNewestFirst(ctx)) {
+    if (!("x" in b)) return undefined;
+    plains.push({ value: b.value, data: b.x });
+  }
+  return sorted(plains, [], [], [], options?.onEvent);
 }
 
 /** Steps 2 to 4: applies every fold function that can be, in order. */
@@ -625,19 +634,38 @@ function disposable(flow: Flow): Flow & AsyncDisposable {
  * @param options A signal and a trace hook.
  * @returns The first flow that connects, with `Symbol.asyncDispose`.
  */
-export async function connect(
+export function connect(
   endpoints: readonly Endpoint[],
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
+  const signal = options?.signal ?? unabortableSignal();
+  return attempt({ endpoints, options, signal, attempts: [] }, 0);
+}
+
+/** The state of one {@linkcode connect}: what it tries, what failed. */
+interface Connecting {
+  readonly endpoints: readonly Endpoint[];
+  readonly options: ResolveOptions | undefined;
+  readonly signal: AbortSignal;
+  readonly attempts: Attempt[];
+  report?: UnfoldReport;
+}
+
+/**
+ * Tries the candidates from `i` on. A promise chain rather than an async
+ * loop: a connect that succeeds at once costs no extra turn.
+ */
+function attempt(
+  c: Connecting,
+  i: number,
+): Promise<Flow & AsyncDisposable> {
+  const { endpoints, options, signal } = c;
   const onEvent = options?.onEvent;
-  const given = options?.signal;
-  const signal = given ?? unabortableSignal();
-  const attempts: Attempt[] = [];
-  let report: UnfoldReport | undefined;
-  for (const { value, data } of endpoints) {
-    signal.throwIfAborted();
+  for (; i < endpoints.length; i++) {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const { value, data } = endpoints[i];
     if (value === unfoldReport) {
-      report = data as UnfoldReport;
+      c.report = data as UnfoldReport;
       continue;
     }
     const p = protocolOf(value);
@@ -657,45 +685,55 @@ export async function connect(
     } catch (error) {
       pending = Promise.reject(error);
     }
-    try {
-      // Only a caller's signal can abort: without one, skip the race.
-      const flow = await (given ? abortable(pending, given) : pending);
+    const next = i + 1;
+    const failed = (error: unknown): Promise<Flow & AsyncDisposable> => {
+      if (signal.aborted) {
+        // A connect that ignores the signal must not leak its flow.
+        pending.then((flow) => closeQuietly(flow), () => {});
+        return Promise.reject(signal.reason);
+      }
+      c.attempts.push({
+        name: p.name,
+        error,
+        endpoint: endpoint || p.describe(data),
+      });
+      onEvent?.({ type: "connect-failed", protocol: p.name, endpoint, error });
+      return attempt(c, next);
+    };
+    // Only a caller's signal can abort: without one, skip the race.
+    const raced = options?.signal ? abortable(pending, signal) : pending;
+    return raced.then((flow): Flow & AsyncDisposable | Promise<never> => {
+      if (signal.aborted) {
+        closeQuietly(flow);
+        return Promise.reject(signal.reason);
+      }
       if (!isFlow(flow)) {
         closeQuietly(flow as { close?(): void } as { close(): void });
-        throw new TypeError(
-          `Cannot connect with ${p.name}: it resolved to ${
-            typeName(flow)
-          }, not a flow`,
-        );
+        return failed(
+          new TypeError(
+            `Cannot connect with ${p.name}: it resolved to ${
+              typeName(flow)
+            }, not a flow`,
+          ),
+        ) as Promise<never>;
       }
       const result = disposable(flow);
       p.flows.add(flow);
       if (result !== flow) p.flows.add(result);
       onEvent?.({ type: "connected", protocol: p.name, endpoint });
       return result;
-    } catch (error) {
-      if (signal.aborted) {
-        // A connect that ignores the signal must not leak its flow.
-        pending.then((flow) => closeQuietly(flow), () => {});
-        throw signal.reason;
-      }
-      attempts.push({
-        name: p.name,
-        error,
-        endpoint: endpoint || p.describe(data),
-      });
-      onEvent?.({ type: "connect-failed", protocol: p.name, endpoint, error });
-    }
+    }, failed);
   }
   // Aborted after the last attempt (or with no candidate at all): the
   // signal's reason, not NotFoundError.
-  signal.throwIfAborted();
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const report = c.report;
   if (
-    attempts.length === 0 && report !== undefined && report.cycle.length > 0
+    c.attempts.length === 0 && report !== undefined && report.cycle.length > 0
   ) {
-    throw new CycleError(report.cycle);
+    return Promise.reject(new CycleError(report.cycle));
   }
-  throw new NotFoundError(attempts, report?.folds);
+  return Promise.reject(new NotFoundError(c.attempts, report?.folds));
 }
 
 /**
@@ -720,5 +758,15 @@ export function resolve(
   ctx: Context,
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
+  let plains: Endpoint[] | undefined;
+  try {
+    options?.signal?.throwIfAborted();
+    plains = plainCandidates(ctx, options);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  // A context of plain values: connect at once, without a turn through
+  // unfold's promise.
+  if (plains !== undefined) return connect(plains, options);
   return unfold(ctx, options).then((endpoints) => connect(endpoints, options));
 }

@@ -463,7 +463,7 @@ function dial(
 const never = new AbortController().signal;
 
 /** Connects an IP literal directly: one attempt, its own error. */
-async function connectLiteral(
+function connectLiteral(
   ip: string,
   port: number,
   connectTo: NonNullable<HappyEyeballsOptions["connect"]>,
@@ -471,24 +471,28 @@ async function connectLiteral(
 ): Promise<TcpFlow> {
   const onAttempt = options?.onAttempt;
   const signal = options?.signal ?? never;
-  signal.throwIfAborted();
+  if (signal.aborted) return Promise.reject(signal.reason);
   onAttempt?.({ type: "start", address: ip });
-  let conn: Deno.TcpConn;
+  let pending: Promise<Deno.TcpConn>;
   try {
     // Deno.connect's signal aborts the connect only, never the connection.
-    conn = await connectTo({ hostname: ip, port, signal });
-  } catch (cause) {
+    pending = connectTo({ hostname: ip, port, signal });
+  } catch (error) {
+    pending = Promise.reject(error);
+  }
+  return pending.then((conn) => {
+    onAttempt?.({ type: "connected", address: ip });
+    try {
+      return prepare(conn, options?.noDelay);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
+  }, (cause) => {
     const error = naming(cause, authority(ip, port));
     onAttempt?.({ type: "failed", address: ip, error });
     throw error;
-  }
-  onAttempt?.({ type: "connected", address: ip });
-  try {
-    return prepare(conn, options?.noDelay);
-  } catch (error) {
-    conn.close();
-    throw error;
-  }
+  });
 }
 
 interface Attempt {
