@@ -35,7 +35,16 @@
  * @module
  */
 
-export type { Flow } from "./src/flow.ts";
+export {
+  type Addr,
+  type Flow,
+  flowFromReader,
+  flowFromStreams,
+  type FlowSource,
+  SourceFlow,
+  type SourceFlowOptions,
+  type StreamsFlowOptions,
+} from "./src/flow.ts";
 export {
   type Arg,
   type ArgTypes,
@@ -48,7 +57,11 @@ export {
   type Value,
   value,
 } from "./src/context.ts";
-export { type Protocol, register } from "./src/protocol.ts";
+export {
+  type Protocol,
+  register,
+  type RegisterOptions,
+} from "./src/protocol.ts";
 export {
   type Attempt,
   connect,
@@ -59,5 +72,7 @@ export {
   type ResolveEvent,
   type ResolveOptions,
   unfold,
+  type UnfoldReport,
+  unfoldReport,
 } from "./src/resolve.ts";
 export { errors, type IoErrorClass, type IoErrors } from "./src/errors.ts";

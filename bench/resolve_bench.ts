@@ -89,7 +89,22 @@ Deno.bench({
 });
 
 Deno.bench({
-  name: "resolve() a tcp endpoint",
+  name: "Deno.connect + setNoDelay (what the tcp protocol does)",
+  group: "connect",
+  n: 2000,
+  warmup: 200,
+  async fn() {
+    const conn = await Deno.connect({
+      hostname: HOST,
+      port: acceptor.addr.port,
+    });
+    conn.setNoDelay(true);
+    conn.close();
+  },
+});
+
+Deno.bench({
+  name: "resolve() a tcp endpoint (a TcpFlow)",
   group: "connect",
   n: 2000,
   warmup: 200,
@@ -113,7 +128,7 @@ Deno.bench({
 });
 
 Deno.bench({
-  name: "64 MiB over a resolved tcp flow",
+  name: "64 MiB over a resolved tcp flow (TcpFlow)",
   group: "bulk",
   n: 20,
   warmup: 2,

@@ -4,17 +4,20 @@
 //
 // Connect: each round makes 1,000 sequential connections each way, in
 // alternating blocks of 50 (so drift and noise hit every way alike); the
-// medians over the rounds are compared: target ≤ 1.05 (resolve / direct,
-// time per connect). A third way, resolve() of a bare protocol that is
-// Deno.connect and nothing else, splits the overhead between the core
-// (unfold, connect) and the tcp protocol (validation, signal, no-delay).
+// medians over the rounds are compared: target ≤ 1.08 (resolve / direct
+// Deno.connect + setNoDelay, time per connect, as the tcp protocol turns
+// no-delay on). A bare way, resolve() of a protocol that is Deno.connect and
+// nothing else, splits the overhead between the core (unfold, connect) and
+// the tcp protocol (validation, signal, no-delay, its TcpFlow).
 //
 // Bulk: each round sends 256 MiB twice each way to a sink, with 64 KiB and
-// with 1 MiB writes, each way in a child process of its own; target ≥ 0.95
-// (resolved / direct, MB/s). The resolved flow *is* a Deno.TcpConn, so the
-// only difference is TCP_NODELAY, which the tcp protocol turns on (the
-// kernel then pushes every write at once); "direct+nodelay" shows its own
-// effect, and "resolved noDelay:false" the flow without it.
+// with 1 MiB writes, and reads 256 MiB twice each way from a source, each
+// way in a child process of its own; target ≥ 0.95 (resolved / direct,
+// MB/s). The resolved flow is a TcpFlow (the package's flow over the
+// Deno.TcpConn: calls queued in call order, typed errors); it also turns
+// TCP_NODELAY on (the kernel then pushes every write at once):
+// "direct+nodelay" shows that effect alone, and "resolved noDelay:false" the
+// flow without it.
 import { empty, type Flow, register, resolve } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 import { median, rotate } from "./_stats.ts";
@@ -34,6 +37,10 @@ const acceptor = Deno.listen({ hostname: HOST, port: 0 });
 // share the writers' thread; `--bulk` children get its port as an argument.
 const sink = Deno.listen({ hostname: HOST, port: 0 });
 const sinkPort = CHILD ? Number(Deno.args[3]) : sink.addr.port;
+// The source (in the same process as the sink) writes BULK bytes to each
+// connection, then closes it.
+const source = Deno.listen({ hostname: HOST, port: 0 });
+const sourcePort = CHILD ? Number(Deno.args[4]) : source.addr.port;
 
 async function serveAcceptor(): Promise<void> {
   try {
@@ -65,7 +72,37 @@ async function serveSink(): Promise<void> {
   await Promise.all(drains);
 }
 
-const serving = [serveAcceptor(), serveSink()];
+async function fill(conn: Deno.Conn, chunk: number): Promise<void> {
+  try {
+    const payload = new Uint8Array(chunk).fill(0x6d);
+    for (let sent = 0; sent < BULK; sent += chunk) {
+      let off = 0;
+      while (off < chunk) off += await conn.write(payload.subarray(off));
+    }
+  } catch {
+    // The client went away.
+  } finally {
+    conn.close();
+  }
+}
+
+async function serveSource(): Promise<void> {
+  const fills: Promise<void>[] = [];
+  try {
+    // The first byte the client sends says the write size: 0 → 64 KiB, 1 → 1 MiB.
+    for await (const conn of source) {
+      const one = new Uint8Array(1);
+      fills.push(
+        conn.read(one).then(() => fill(conn, CHUNKS[one[0]] ?? CHUNKS[0])),
+      );
+    }
+  } catch {
+    // Closed at the end.
+  }
+  await Promise.all(fills);
+}
+
+const serving = [serveAcceptor(), serveSink(), serveSource()];
 
 const at = (port: number) => ({ hostname: HOST, port });
 const tcpCtx = empty.add(tcp.endpoint, at(acceptor.addr.port));
@@ -79,6 +116,16 @@ const bare = register(
   (e: { hostname: string; port: number }) => Deno.connect(e),
 );
 const bareCtx = empty.add(bare.endpoint, at(acceptor.addr.port));
+
+/** Reads everything the source sends, in `chunk`-sized reads. */
+async function receive(conn: Flow, chunk: number): Promise<void> {
+  await conn.write(new Uint8Array([CHUNKS.indexOf(chunk)]));
+  const buf = new Uint8Array(chunk);
+  let got = 0;
+  for (let n; (n = await conn.read(buf)) !== null;) got += n;
+  if (got !== BULK) throw new Error(`received ${got} of ${BULK} bytes`);
+  conn.close();
+}
 
 /** Writes 256 MiB in `chunk`-sized writes, half-closes, waits for "ok". */
 async function transfer(conn: Flow, chunk: number): Promise<void> {
@@ -96,6 +143,11 @@ async function transfer(conn: Flow, chunk: number): Promise<void> {
 const connects = {
   direct: async (): Promise<void> =>
     (await Deno.connect(at(acceptor.addr.port))).close(),
+  "direct+nodelay": async (): Promise<void> => {
+    const conn = await Deno.connect(at(acceptor.addr.port));
+    conn.setNoDelay(true);
+    conn.close();
+  },
   core: async (): Promise<void> => (await resolve(bareCtx)).close(),
   resolved: async (): Promise<void> => (await resolve(tcpCtx)).close(),
 };
@@ -110,11 +162,15 @@ const opens = {
   },
   resolved: (): Promise<Flow> => resolve(sinkCtx),
   "resolved noDelay:false": (): Promise<Flow> => resolve(nagleCtx),
+  "read direct": (): Promise<Flow> => Deno.connect(at(sourcePort)),
+  "read resolved": (): Promise<Flow> =>
+    resolve(empty.add(tcp.endpoint, at(sourcePort))),
 };
 type BulkWay = keyof typeof opens;
 
 const usPerConnect: Record<ConnectWay, number[]> = {
   direct: [],
+  "direct+nodelay": [],
   core: [],
   resolved: [],
 };
@@ -122,7 +178,7 @@ const mbPerSecond = new Map<string, number[]>();
 const bulkKey = (way: BulkWay, chunk: number) => `${way} ${chunk}`;
 
 if (SINK) {
-  console.log(sink.addr.port);
+  console.log(`${sink.addr.port} ${source.addr.port}`);
   await Promise.all(serving); // until killed
 }
 
@@ -131,12 +187,14 @@ if (CHILD) {
   // transfers took, after one to warm up.
   const way = Deno.args[1] as BulkWay;
   const chunk = Number(Deno.args[2]);
-  await transfer(await opens[way](), chunk);
+  const run = way.startsWith("read") ? receive : transfer;
+  await run(await opens[way](), chunk);
   const t0 = performance.now();
-  for (let i = 0; i < TRANSFERS; i++) await transfer(await opens[way](), chunk);
+  for (let i = 0; i < TRANSFERS; i++) await run(await opens[way](), chunk);
   console.log(performance.now() - t0);
   acceptor.close();
   sink.close();
+  source.close();
   await Promise.all(serving);
   Deno.exit(0);
 }
@@ -159,7 +217,8 @@ const sinkProcess = await (async () => {
     text += decoder.decode(value, { stream: true });
   }
   await reader.cancel();
-  return { child, port: Number(text.trim()) };
+  const [port, sourcePort] = text.trim().split(" ").map(Number);
+  return { child, port, sourcePort };
 })();
 
 /** Runs one bulk way in a child process; resolves to the ms it took. */
@@ -173,6 +232,7 @@ async function bulkInChild(way: BulkWay, chunk: number): Promise<number> {
       way,
       `${chunk}`,
       `${sinkProcess.port}`,
+      `${sinkProcess.sourcePort}`,
     ],
     stderr: "inherit",
   }).output();
@@ -184,7 +244,12 @@ const connectWays = Object.keys(connects) as ConnectWay[];
 const bulkWays = Object.keys(opens) as BulkWay[];
 for (let round = 0; round < ROUNDS; round++) {
   const order = rotate(connectWays, round);
-  const spent: Record<ConnectWay, number> = { direct: 0, core: 0, resolved: 0 };
+  const spent: Record<ConnectWay, number> = {
+    direct: 0,
+    "direct+nodelay": 0,
+    core: 0,
+    resolved: 0,
+  };
   for (let done = 0; done < CONNECTS; done += BLOCK) {
     for (const way of order) {
       const t0 = performance.now();
@@ -213,6 +278,7 @@ for (let round = 0; round < ROUNDS; round++) {
 
 acceptor.close();
 sink.close();
+source.close();
 await Promise.all(serving);
 sinkProcess.child.kill();
 await sinkProcess.child.status;
@@ -228,15 +294,17 @@ console.log(
 );
 const c = {
   direct: median(usPerConnect.direct),
+  nodelay: median(usPerConnect["direct+nodelay"]),
   core: median(usPerConnect.core),
   resolved: median(usPerConnect.resolved),
 };
-const connectRatio = c.resolved / c.direct;
+const connectRatio = c.resolved / c.nodelay;
 console.log(
-  `connect: Deno.connect ${fmt(c.direct, 1)} µs, resolve(tcp) ` +
+  `connect: Deno.connect+setNoDelay ${fmt(c.nodelay, 1)} µs, resolve(tcp) ` +
     `${fmt(c.resolved, 1)} µs: ratio ${fmt(connectRatio)} (paired ${
-      fmt(paired(usPerConnect.resolved, usPerConnect.direct))
-    }), target ≤ 1.05 ${verdict(connectRatio <= 1.05)}`,
+      fmt(paired(usPerConnect.resolved, usPerConnect["direct+nodelay"]))
+    }), target ≤ 1.08 ${verdict(connectRatio <= 1.08)}; ` +
+    `Deno.connect alone ${fmt(c.direct, 1)} µs`,
 );
 console.log(
   `  the core alone, resolve(bare Deno.connect protocol): ` +
@@ -260,5 +328,15 @@ for (const chunk of CHUNKS) {
       }; resolved with noDelay: false ${fmt(nagle, 0)} MB/s: ratio ${
         fmt(nagle / direct)
       }`,
+  );
+  const readDirect = median(get("read direct"));
+  const readResolved = median(get("read resolved"));
+  console.log(
+    `bulk, ${chunk / 1024} KiB reads: Deno.connect ${fmt(readDirect, 0)} ` +
+      `MB/s, resolved ${fmt(readResolved, 0)} MB/s: ratio ${
+        fmt(readResolved / readDirect)
+      } (paired ${
+        fmt(paired(get("read resolved"), get("read direct")))
+      }), target ≥ 0.95 ${verdict(readResolved / readDirect >= 0.95)}`,
   );
 }

@@ -20,6 +20,7 @@
  */
 
 import type { Flow } from "./flow.ts";
+import { writeAll } from "./_util.ts";
 
 /** The default size of the chunks a readable allocates for default readers. */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -33,6 +34,12 @@ export interface ReadableFromFlowOptions {
    * @default {65536}
    */
   chunkSize?: number;
+  /**
+   * Takes back bytes a pull had read when the stream was cancelled before
+   * they were delivered, so the flow's next `read` gets them (one position
+   * shared by `read` and `readable`). Default: they are dropped.
+   */
+  unread?: (bytes: Uint8Array) => void;
 }
 
 /**
@@ -73,6 +80,7 @@ export function readableFromFlow(
       `Cannot make a readable: chunkSize must be a positive integer, got ${chunkSize}`,
     );
   }
+  const unread = options.unread;
   let done = false;
   return new ReadableStream({
     type: "bytes",
@@ -93,7 +101,14 @@ export function readableFromFlow(
         if (done) return;
         throw error;
       }
-      if (done) return; // cancelled while reading
+      if (done) {
+        // Cancelled while reading: the bytes belong to the flow's next read
+        // (a detached BYOB view has lost them).
+        if (n !== null && n > 0 && view.byteLength >= n) {
+          unread?.(view.subarray(0, n));
+        }
+        return;
+      }
       if (n === null) {
         done = true;
         controller.close();
@@ -125,7 +140,7 @@ export interface WritableFromFlowOptions {
  * writes so every byte of a chunk is written before the next one; closing the
  * stream calls `closeWrite`. A chunk that is not a `Uint8Array` errors the
  * stream with a `TypeError`; a `write` that accepts zero bytes of a non-empty
- * chunk errors it with `Deno.errors.WriteZero`.
+ * chunk errors it with `errors.WriteZero`.
  *
  * @param write Writes from `p`, resolving to the count written.
  * @param closeWrite Half-closes the flow; called when the stream is closed.
@@ -160,18 +175,7 @@ export function writableFromFlow(
           "Cannot write to flow: a chunk must be a Uint8Array",
         );
       }
-      let offset = 0;
-      while (offset < chunk.length) {
-        const n = await write(
-          offset === 0 ? chunk : chunk.subarray(offset),
-        );
-        if (n <= 0) {
-          throw new Deno.errors.WriteZero(
-            "Cannot write to flow: it accepted zero bytes",
-          );
-        }
-        offset += n;
-      }
+      await writeAll({ write }, chunk);
     },
     close(): Promise<void> {
       return closeWrite();

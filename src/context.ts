@@ -168,6 +168,15 @@ export function bindings(ctx: Context): Binding[] {
   return out.reverse();
 }
 
+/** The bindings of `ctx`, newest first (the resolver's fast path). */
+export function bindingsNewestFirst(ctx: Context): Binding[] {
+  const out: Binding[] = [];
+  for (let c = bindingsOf.get(ctx); c !== undefined; c = c.next) {
+    out.push(c.binding);
+  }
+  return out;
+}
+
 function make(head: Cell | undefined): Context {
   const ctx = Object.create(Context.prototype) as Context;
   bindingsOf.set(ctx, head);

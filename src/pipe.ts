@@ -40,8 +40,8 @@
  */
 
 import { type Protocol, register, type Value } from "../mod.ts";
-import type { Flow } from "./flow.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { type Flow, SourceFlow } from "./flow.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow, Protocol, Value };
 
@@ -92,10 +92,9 @@ export interface PipeOptions {
  *
  * - `read(p)` resolves as soon as any byte is buffered, with up to `p.length`
  *   bytes (short reads happen); with `null` once the peer has called
- *   `closeWrite()` or `close()` and every byte written before is read. After
- *   this end's own `close()`, `read` rejects with `Deno.errors.BadResource`
- *   (reads pending at that moment too). After the readable was cancelled,
- *   `read` resolves to `null`.
+ *   `closeWrite()` or `close()` and every byte written before is read. Reads
+ *   pending at this end's own `close()` reject with `errors.Interrupted`,
+ *   later ones with `errors.BadResource`.
  * - `write(p)` resolves to `p.length` once every byte of `p` is accepted into
  *   the buffer: it never writes short. While the buffer holds
  *   `highWaterMark` bytes the write waits (backpressure); a write larger than
@@ -104,20 +103,21 @@ export interface PipeOptions {
  *   accepted (or straight into a waiting reader's buffer), so `p` may be
  *   reused as soon as the write resolves, but must not be changed before.
  *   Concurrent writes are accepted in call order.
- * - Writing after this end's `closeWrite()` or `close()` rejects with
- *   `Deno.errors.BadResource` ("Cannot write to pipe flow: it is closed");
- *   writing to a peer that closed (or cancelled its readable) rejects with
- *   `Deno.errors.BrokenPipe`, and so do writes pending at that moment: bytes
- *   are never dropped silently.
- * - `closeWrite()` is idempotent, and harmless after `close()`; writes
- *   already pending are still delivered before the peer reads `null`.
+ * - Writing after this end's `closeWrite()` rejects with `errors.BrokenPipe`
+ *   ("Cannot write to pipe flow: it is closed for writing"), after its
+ *   `close()` with `errors.BadResource`; writing to a peer that closed
+ *   rejects with `errors.BrokenPipe`, and so do writes pending at that
+ *   moment: bytes are never dropped silently.
+ * - `closeWrite()` is idempotent; after `close()` it rejects with
+ *   `BadResource`; writes already pending are still delivered before the
+ *   peer reads `null`.
  * - `close()` is idempotent: the peer reads what was accepted, then `null`;
- *   this end's pending writes reject with `BadResource`; whatever the peer
- *   wrote and this end did not read is discarded.
- * - `readable` and `writable` are made on first use: closing `writable` is
- *   `closeWrite()`, aborting it is `close()`; cancelling `readable` closes
- *   the read side only (buffered bytes are discarded, the peer's writes fail
- *   with `BrokenPipe`, this end can still write).
+ *   this end's pending reads and writes reject with `Interrupted`; whatever
+ *   the peer wrote and this end did not read is discarded.
+ * - `readable` and `writable` are made on first use and share the position
+ *   of `read`/`write`: closing `writable` is `closeWrite()`, aborting it is
+ *   `close()`; cancelling `readable` only ends the stream (a later `read`
+ *   gets the next bytes).
  *
  * @example Half-close
  * ```ts
@@ -135,7 +135,7 @@ export interface PipeOptions {
  * b.close();
  * ```
  */
-export interface PipeFlow extends Flow, AsyncDisposable {}
+export interface PipeFlow extends Flow, Disposable, AsyncDisposable {}
 
 /**
  * Makes a connected pair of in-memory flows: what one end writes, the other
@@ -190,7 +190,7 @@ interface PendingRead {
 }
 
 function brokenPipe(): Error {
-  return new Deno.errors.BrokenPipe(
+  return new errors.BrokenPipe(
     "Cannot write to pipe flow: the peer closed it",
   );
 }
@@ -349,85 +349,23 @@ class Channel {
   }
 }
 
-/** One end of a pipe: reads from `#in`, writes to `#out`. */
-class PipeEnd implements PipeFlow {
-  readonly #in: Channel;
-  readonly #out: Channel;
-  #writeClosed = false;
-  #closed = false;
-  #readable: ReadableStream<Uint8Array> | undefined;
-  #writable: WritableStream<Uint8Array> | undefined;
-
+/** One end of a pipe: reads from `incoming`, writes to `outgoing`. */
+class PipeEnd extends SourceFlow implements PipeFlow {
   constructor(incoming: Channel, outgoing: Channel) {
-    this.#in = incoming;
-    this.#out = outgoing;
+    super({
+      read: (p) => incoming.read(p),
+      write: (p) => outgoing.write(p),
+      closeWrite: () => outgoing.end(),
+      close() {
+        outgoing.abortWrites(closedError("write to"));
+        incoming.closeRead(closedError("read from"));
+      },
+    }, { name: "pipe flow", settlesOnClose: true });
   }
+}
 
-  read(p: Uint8Array): Promise<number | null> {
-    if (this.#closed) {
-      return Promise.reject(
-        new Deno.errors.BadResource(
-          "Cannot read from pipe flow: it is closed",
-        ),
-      );
-    }
-    return this.#in.read(p);
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    if (this.#writeClosed) {
-      return Promise.reject(
-        new Deno.errors.BadResource(
-          this.#closed
-            ? "Cannot write to pipe flow: it is closed"
-            : "Cannot write to pipe flow: it is closed for writing",
-        ),
-      );
-    }
-    return this.#out.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    if (!this.#writeClosed) {
-      this.#writeClosed = true;
-      this.#out.end();
-    }
-    return Promise.resolve();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#writeClosed = true;
-    this.#out.abortWrites(
-      new Deno.errors.BadResource(
-        "Cannot write to pipe flow: it is closed",
-      ),
-    );
-    this.#in.closeRead(
-      new Deno.errors.BadResource("Cannot read from pipe flow: it is closed"),
-    );
-  }
-
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFromFlow(
-      (p) => this.read(p),
-      () => this.#in.closeRead(),
-    );
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#writable ??= writableFromFlow(
-      (p) => this.write(p),
-      () => this.closeWrite(),
-      { abort: () => this.close() },
-    );
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return Promise.resolve();
-  }
+function closedError(action: string): Error {
+  return new errors.BadResource(`Cannot ${action} pipe flow: it is closed`);
 }
 
 /**
@@ -517,7 +455,7 @@ export class PipeListener
    */
   connect(): PipeFlow {
     if (this.#closed) {
-      throw new Deno.errors.ConnectionRefused(
+      throw new errors.ConnectionRefused(
         `Cannot connect to pipe listener ${this.name}: it is closed`,
       );
     }
@@ -593,7 +531,7 @@ export class PipeListener
   }
 
   #closedError(): Error {
-    return new Deno.errors.BadResource(
+    return new errors.BadResource(
       `Cannot accept on pipe listener ${this.name}: it is closed`,
     );
   }

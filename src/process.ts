@@ -26,9 +26,9 @@
  * @module
  */
 
-import type { Flow } from "./flow.ts";
+import { type Flow, SourceFlow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow } from "./flow.ts";
 export type { Protocol } from "./protocol.ts";
@@ -165,9 +165,10 @@ class Tail {
  * - `read` resolves to `null` when stdout ends and the process exited
  *   successfully; it rejects with {@linkcode ProcessExitError} when it exited
  *   unsuccessfully. (It waits for the process to exit once stdout ends.)
- * - `write` rejects with `Deno.errors.BrokenPipe`, naming the command and,
+ * - `write` rejects with `errors.BrokenPipe`, naming the command and,
  *   when known, its exit status and stderr, when the process no longer reads
- *   its stdin; with `Deno.errors.BadResource` after `closeWrite` or `close`.
+ *   its stdin, and after `closeWrite`; with `errors.BadResource` after
+ *   `close`.
  * - `closeWrite` closes stdin (the process reads end of file).
  * - `close` kills the process (`SIGTERM`) if it still runs and releases the
  *   pipes; `await using` (`Symbol.asyncDispose`) also waits for it to exit.
@@ -182,15 +183,11 @@ class Tail {
  * assert.equal((await flow.status).code, 0);
  * ```
  */
-export class ProcessFlow implements Flow, AsyncDisposable {
+export class ProcessFlow implements Flow, Disposable, AsyncDisposable {
   /** The command that was run. */
   readonly command: string;
   /** The exit status; settles when the process exits. Never rejects. */
   readonly status: Promise<Deno.CommandStatus>;
-  /** The bytes read, as a stream; cancelling it stops reading stdout. */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** The bytes to write, as a stream; closing it closes stdin. */
-  readonly writable: WritableStream<Uint8Array>;
 
   #child: Deno.ChildProcess;
   #stdout: ReadableStreamDefaultReader<Uint8Array>;
@@ -200,12 +197,10 @@ export class ProcessFlow implements Flow, AsyncDisposable {
   #stderrReader: ReadableStreamDefaultReader<Uint8Array>;
   #pending: Uint8Array | null = null;
   #exited: Deno.CommandStatus | null = null;
-  #eof = false;
-  #writeClosed = false;
-  #closed = false;
   #error: unknown = undefined;
   #signal: AbortSignal | undefined;
   #onAbort: (() => void) | undefined;
+  #flow: SourceFlow;
 
   /**
    * Wraps a child process spawned with `stdin`, `stdout` and `stderr` all
@@ -239,15 +234,12 @@ export class ProcessFlow implements Flow, AsyncDisposable {
       this.#signal?.removeEventListener("abort", this.#onAbort!);
       return status;
     });
-    this.readable = readableFromFlow(
-      (p) => this.read(p),
-      () => this.#cancelStdout(),
-    );
-    this.writable = writableFromFlow(
-      (p) => this.write(p),
-      () => this.closeWrite(),
-      { abort: () => this.close() },
-    );
+    this.#flow = new SourceFlow({
+      read: (p) => this.#read(p),
+      write: (p) => this.#write(p),
+      closeWrite: () => this.#closeWrite(),
+      close: () => this.#close(),
+    }, { name: `process "${command}"` });
     const signal = options.signal;
     if (signal !== undefined) {
       this.#signal = signal;
@@ -263,6 +255,16 @@ export class ProcessFlow implements Flow, AsyncDisposable {
   /** The process id. */
   get pid(): number {
     return this.#child.pid;
+  }
+
+  /** The bytes read (stdout), as a stream sharing `read`'s position. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#flow.readable;
+  }
+
+  /** The bytes to write (stdin), as a stream; closing it closes stdin. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#flow.writable;
   }
 
   /**
@@ -287,35 +289,28 @@ export class ProcessFlow implements Flow, AsyncDisposable {
     }
   }
 
-  #closedError(action: string): Error {
-    return new Deno.errors.BadResource(
-      `Cannot ${action} process "${this.command}": the flow is closed`,
-    );
+  /** After an abort, the signal's reason rather than the flow's own error. */
+  #aborted<T>(op: Promise<T>): Promise<T> {
+    if (this.#signal === undefined) return op;
+    return op.catch((error) => {
+      throw this.#error ?? error;
+    });
   }
 
   /**
-   * Reads stdout into `p`.
+   * Reads stdout into `p`. Concurrent reads are served in call order.
    *
    * @param p The buffer to fill.
    * @returns The number of bytes read, or `null` at the end of stdout once
    * the process exited successfully.
    */
-  async read(p: Uint8Array): Promise<number | null> {
-    if (this.#error !== undefined) throw this.#error;
-    if (this.#closed) throw this.#closedError("read from");
-    if (p.length === 0) return 0;
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#aborted(this.#flow.read(p));
+  }
+
+  async #read(p: Uint8Array): Promise<number | null> {
     if (this.#pending === null) {
-      if (this.#eof) return null;
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = await this.#stdout.read();
-      } catch (error) {
-        if (this.#error !== undefined) throw this.#error;
-        if (this.#closed) throw this.#closedError("read from");
-        throw error;
-      }
-      if (this.#error !== undefined) throw this.#error;
-      if (this.#closed) throw this.#closedError("read from");
+      const result = await this.#stdout.read();
       if (result.done) return await this.#end();
       this.#pending = result.value;
     }
@@ -336,34 +331,26 @@ export class ProcessFlow implements Flow, AsyncDisposable {
       new Promise<void>((ok) => timer = setTimeout(ok, 200)),
     ]);
     clearTimeout(timer);
-    if (this.#error !== undefined) throw this.#error;
     if (!status.success) {
       throw new ProcessExitError(this.command, status, this.stderr());
     }
-    this.#eof = true;
     return null;
   }
 
   /**
-   * Writes `p` to stdin, entirely.
+   * Writes `p` to stdin, entirely. Concurrent writes go out in call order.
    *
    * @param p The bytes to write.
    * @returns `p.length`, once written to the pipe.
    */
-  async write(p: Uint8Array): Promise<number> {
-    if (this.#error !== undefined) throw this.#error;
-    if (this.#closed) throw this.#closedError("write to");
-    if (this.#writeClosed) {
-      throw new Deno.errors.BadResource(
-        `Cannot write to process "${this.command}": its stdin is closed`,
-      );
-    }
-    if (p.length === 0) return 0;
+  write(p: Uint8Array): Promise<number> {
+    return this.#aborted(this.#flow.write(p));
+  }
+
+  async #write(p: Uint8Array): Promise<number> {
     try {
       await this.#stdin.write(p);
     } catch (error) {
-      if (this.#error !== undefined) throw this.#error;
-      if (this.#closed) throw this.#closedError("write to");
       throw await this.#brokenPipe(error);
     }
     return p.length;
@@ -383,19 +370,21 @@ export class ProcessFlow implements Flow, AsyncDisposable {
       : `Cannot write to process "${this.command}": ${
         describeExit(this.command, status).replace(/^Process "[^"]*" /, "it ")
       }${stderrSuffix(this.stderr())}`;
-    return new Deno.errors.BrokenPipe(how, { cause });
+    return new errors.BrokenPipe(how, { cause });
   }
 
   /**
    * Closes stdin: the process reads end of file. Idempotent; never rejects
-   * because the process already exited.
+   * because the process already exited; a later `write` rejects with
+   * `errors.BrokenPipe`.
    *
    * @returns A promise settled once stdin is closed.
    */
-  async closeWrite(): Promise<void> {
-    if (this.#closed) throw this.#closedError("close the stdin of");
-    if (this.#writeClosed) return;
-    this.#writeClosed = true;
+  closeWrite(): Promise<void> {
+    return this.#aborted(this.#flow.closeWrite());
+  }
+
+  async #closeWrite(): Promise<void> {
     try {
       await this.#stdin.close();
     } catch {
@@ -403,21 +392,18 @@ export class ProcessFlow implements Flow, AsyncDisposable {
     }
   }
 
-  #cancelStdout(): void {
-    this.#eof = true;
-    this.#pending = null;
-    this.#stdout.cancel().catch(() => {});
-  }
-
   /**
    * Kills the process (`SIGTERM`) if it still runs and releases its pipes.
-   * Pending reads and writes reject with `Deno.errors.BadResource`.
+   * Pending reads and writes reject with `errors.Interrupted` (with the
+   * signal's reason after an abort), later ones with `errors.BadResource`.
    * Idempotent. Await {@linkcode ProcessFlow.status} (or use `await using`)
    * to wait for the process to exit.
    */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    this.#flow.close();
+  }
+
+  #close(): void {
     this.#signal?.removeEventListener("abort", this.#onAbort!);
     if (this.#exited === null) {
       try {
@@ -430,6 +416,11 @@ export class ProcessFlow implements Flow, AsyncDisposable {
     this.#stdout.cancel().catch(() => {});
     this.#stdin.abort().catch(() => {});
     this.#stderrReader.cancel().catch(() => {});
+  }
+
+  /** Closes the flow (see {@linkcode ProcessFlow.close}). */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /**
@@ -446,8 +437,8 @@ export class ProcessFlow implements Flow, AsyncDisposable {
 
 /**
  * Spawns a command with its stdin and stdout as a flow (see
- * {@linkcode ProcessFlow}). Rejects with `Deno.errors.NotFound` when the
- * command does not exist, with `Deno.errors.PermissionDenied` when it cannot
+ * {@linkcode ProcessFlow}). Rejects with `errors.NotFound` when the
+ * command does not exist, with `errors.PermissionDenied` when it cannot
  * be run.
  *
  * @example Run `git-upload-pack` over SSH
@@ -502,16 +493,16 @@ export function spawnFlow(
     if (options.signal?.aborted && error === options.signal.reason) {
       return Promise.reject(error);
     }
-    if (error instanceof Deno.errors.NotFound) {
+    if (error instanceof errors.NotFound) {
       return Promise.reject(
-        new Deno.errors.NotFound(`Cannot spawn "${command}": not found`, {
+        new errors.NotFound(`Cannot spawn "${command}": not found`, {
           cause: error,
         }),
       );
     }
-    if (error instanceof Deno.errors.PermissionDenied) {
+    if (error instanceof errors.PermissionDenied) {
       return Promise.reject(
-        new Deno.errors.PermissionDenied(
+        new errors.PermissionDenied(
           `Cannot spawn "${command}": ${error.message}`,
           { cause: error },
         ),
@@ -548,5 +539,9 @@ export const processProtocol: Protocol<ProcessEndpoint, ProcessFlow> = register(
       env: endpoint.env,
       cwd: endpoint.cwd,
     });
+  },
+  {
+    describe: (endpoint) =>
+      ["process", endpoint?.command, ...(endpoint?.args ?? [])].join(" "),
   },
 );

@@ -7,12 +7,14 @@
 import {
   type ArgData,
   type Binding,
-  bindings,
+  bindingsNewestFirst,
   type Context,
   type Value,
+  value,
 } from "./context.ts";
 import type { Flow } from "./flow.ts";
 import { protocolOf } from "./protocol.ts";
+import { abortable, closeQuietly, messageOf, typeName } from "./_util.ts";
 
 /** A candidate found by {@linkcode unfold}: a value and its witness. */
 export interface Endpoint {
@@ -29,9 +31,15 @@ export type ResolveEvent =
   | { type: "fold-failed"; value: string; error: unknown }
   | { type: "candidates"; names: string[] }
   | { type: "skipped"; value: string; reason: string }
-  | { type: "connecting"; protocol: string }
-  | { type: "connect-failed"; protocol: string; error: unknown }
-  | { type: "connected"; protocol: string };
+  /** `endpoint`: the protocol's description of it, e.g. `tcp 127.0.0.1:80` (see `register`). */
+  | { type: "connecting"; protocol: string; endpoint: string }
+  | {
+    type: "connect-failed";
+    protocol: string;
+    endpoint: string;
+    error: unknown;
+  }
+  | { type: "connected"; protocol: string; endpoint: string };
 
 /** Options of {@linkcode resolve}, {@linkcode unfold} and {@linkcode connect}. */
 export interface ResolveOptions {
@@ -47,10 +55,8 @@ export interface Attempt {
   name: string;
   /** What it threw. */
   error: unknown;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  /** For a connect: the protocol's description of the endpoint, e.g. `tcp 127.0.0.1:80`. */
+  endpoint?: string;
 }
 
 /**
@@ -83,7 +89,7 @@ export class NotFoundError extends Error {
       all.length === 0
         ? "Cannot resolve: the context has no endpoint of a registered protocol"
         : `Cannot resolve: ${
-          all.map((a) => `${a.name}: ${describe(a.error)}`).join("; ")
+          all.map((a) => `${a.name}: ${messageOf(a.error)}`).join("; ")
         }`,
       { cause: all.length === 1 ? all[0].error : undefined },
     );
@@ -124,6 +130,42 @@ export class CycleError extends Error {
   }
 }
 
+/**
+ * What {@linkcode unfold} found wrong, carried to {@linkcode connect} inside
+ * the candidates themselves (as the endpoint of {@linkcode unfoldReport},
+ * last), so that `connect([...await unfold(ctx)])` still reports them.
+ */
+export interface UnfoldReport {
+  /** The names of the values whose fold functions form a cycle. */
+  readonly cycle: readonly string[];
+  /** The fold functions that threw, in the order applied. */
+  readonly folds: readonly Attempt[];
+}
+
+/**
+ * The witness of the {@linkcode UnfoldReport} that {@linkcode unfold}
+ * appends, last, to its candidates when fold functions threw or form a
+ * cycle. It is no protocol's endpoint: {@linkcode connect} reads it instead
+ * of trying it.
+ *
+ * @example Tell the report from the candidates
+ * ```ts
+ * import { empty, unfold, unfoldReport, value } from "@mimic/mimic";
+ * import assert from "node:assert/strict";
+ *
+ * const broken = empty.fold(value<string>("x"), [], () => {
+ *   throw new Error("boom");
+ * });
+ * const all = await unfold(broken);
+ * const last = all.at(-1)!;
+ * assert.equal(last.value, unfoldReport);
+ * assert.equal((last.data as { folds: unknown[] }).folds.length, 1);
+ * ```
+ */
+export const unfoldReport: Value<UnfoldReport> = value<UnfoldReport>(
+  "unfold-report",
+);
+
 interface Fold {
   readonly seq: number;
   readonly value: Value<unknown>;
@@ -131,12 +173,10 @@ interface Fold {
   readonly k: (...xs: unknown[]) => unknown;
 }
 
-interface Unfolded {
-  readonly cycle: readonly string[];
-  readonly folds: readonly Attempt[];
+/** Why a fold function was not applied: a typed result, not a sentinel. */
+class Skipped {
+  constructor(readonly reason: string) {}
 }
-
-const unfolded = new WeakMap<readonly Endpoint[], Unfolded>();
 
 const absent = Symbol("absent");
 
@@ -157,11 +197,6 @@ function unabortableSignal(): AbortSignal {
   return signal;
 }
 
-function asyncClose(this: Flow): Promise<void> {
-  this.close();
-  return Promise.resolve();
-}
-
 function isThenable(x: unknown): x is PromiseLike<unknown> {
   return typeof (x as PromiseLike<unknown> | null)?.then === "function";
 }
@@ -172,37 +207,218 @@ function settle<T>(
   signal?: AbortSignal,
 ): T | Promise<T> {
   if (!isThenable(x)) return x;
-  if (signal === undefined) return Promise.resolve(x);
-  if (signal.aborted) {
-    // Abandoned: its rejection must not go unhandled (it would crash Deno).
-    Promise.resolve(x).catch(() => {});
-    throw signal.reason;
-  }
-  return new Promise<T>((ok, ko) => {
-    const abort = () => ko(signal.reason);
-    signal.addEventListener("abort", abort, { once: true });
-    Promise.resolve(x).then(ok, ko).finally(() =>
-      signal.removeEventListener("abort", abort)
-    );
-  });
+  return abortable(Promise.resolve(x), signal);
 }
 
-function deps(
+// --- Step 1: partition --------------------------------------------------
+
+/** The bindings of a context, split as the later steps need them. */
+interface Partition {
+  /** The most recent plain value of each witness. */
+  readonly plain: Map<Value<unknown>, unknown>;
+  /** Every plain value, newest first: the first candidates. */
+  readonly plains: Endpoint[];
+  /** Every fold function, oldest first. */
+  readonly folds: Fold[];
+  /** The fold functions of each witness. */
+  readonly foldsOf: Map<Value<unknown>, Fold[]>;
+}
+
+/** Splits the bindings (newest first) into plain values and fold functions. */
+function partition(newestFirst: readonly Binding[]): Partition {
+  const plain = new Map<Value<unknown>, unknown>();
+  const plains: Endpoint[] = [];
+  const folds: Fold[] = [];
+  const foldsOf = new Map<Value<unknown>, Fold[]>();
+  const n = newestFirst.length;
+  for (let i = 0; i < n; i++) {
+    const b = newestFirst[i];
+    if ("x" in b) {
+      if (!plain.has(b.value)) plain.set(b.value, b.x);
+      plains.push({ value: b.value, data: b.x });
+    } else {
+      folds.push({ seq: n - 1 - i, value: b.value, args: b.args, k: b.k });
+    }
+  }
+  folds.reverse();
+  for (const f of folds) {
+    const list = foldsOf.get(f.value);
+    if (list === undefined) foldsOf.set(f.value, [f]);
+    else list.push(f);
+  }
+  return { plain, plains, folds, foldsOf };
+}
+
+// --- Step 2: dependency order -------------------------------------------
+
+/**
+ * The witnesses `args` read (rule 1): every `req`, every `opt`/`dft` whose
+ * witness is bound, and those inside `map`.
+ */
+function dependencies(
   args: readonly ArgData[],
-  bound: Set<Value<unknown>>,
+  bound: ReadonlySet<Value<unknown>>,
 ): Value<unknown>[] {
   const out: Value<unknown>[] = [];
   for (const a of args) {
     if (a.kind === "map") {
-      out.push(...deps(a.args as unknown as ArgData[], bound));
+      out.push(...dependencies(a.args as unknown as ArgData[], bound));
     } else if (a.kind === "req" || bound.has(a.value)) out.push(a.value);
   }
   return out;
 }
 
 /**
+ * Kahn's topological order at the granularity of witnesses: a fold function
+ * is ready once every fold function of each witness it reads (and that has
+ * no plain value) is done. Ready ones run in the order they were added.
+ */
+class Schedule {
+  readonly bound: ReadonlySet<Value<unknown>>;
+  #waiting = new Map<Fold, number>();
+  #waiters = new Map<Value<unknown>, Fold[]>();
+  #pending = new Map<Value<unknown>, number>();
+  #ready: Fold[] = [];
+
+  constructor(p: Partition) {
+    this.bound = new Set([...p.plain.keys(), ...p.foldsOf.keys()]);
+    for (const [v, list] of p.foldsOf) this.#pending.set(v, list.length);
+    for (const f of p.folds) {
+      const on = new Set(
+        dependencies(f.args, this.bound).filter((v) =>
+          !p.plain.has(v) && p.foldsOf.has(v)
+        ),
+      );
+      this.#waiting.set(f, on.size);
+      for (const v of on) {
+        const list = this.#waiters.get(v);
+        if (list === undefined) this.#waiters.set(v, [f]);
+        else list.push(f);
+      }
+      if (on.size === 0) this.#ready.push(f);
+    }
+  }
+
+  /** The fold functions ready now, oldest first. */
+  take(): Fold[] {
+    return this.#ready.splice(0).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** `f` is done: release what waited only for its witness. */
+  done(f: Fold): void {
+    const left = this.#pending.get(f.value)! - 1;
+    this.#pending.set(f.value, left);
+    if (left > 0) return;
+    for (const g of this.#waiters.get(f.value) ?? []) {
+      const n = this.#waiting.get(g)! - 1;
+      this.#waiting.set(g, n);
+      if (n === 0) this.#ready.push(g);
+    }
+  }
+
+  /** The fold functions still waiting: they depend on a cycle. */
+  stuck(): Fold[] {
+    return [...this.#waiting].filter(([, n]) => n > 0).map(([f]) => f);
+  }
+}
+
+// --- Step 3: evaluation -------------------------------------------------
+
+/** Looks a witness up: its most recent plain value, else the newest fold's result. */
+type Lookup = (v: Value<unknown>) => unknown;
+
+/**
+ * The values of `args`, or why the function is skipped. Synchronous unless
+ * a `map` function returns a promise: most contexts never pay for a
+ * microtask per fold.
+ */
+function evaluate(
+  args: readonly ArgData[],
+  lookup: Lookup,
+  signal: AbortSignal | undefined,
+  from = 0,
+  xs: unknown[] = [],
+): unknown[] | Skipped | PromiseLike<unknown[] | Skipped> {
+  for (let i = from; i < args.length; i++) {
+    const a = args[i];
+    if (a.kind === "map") {
+      const inner = evaluate(a.args as unknown as ArgData[], lookup, signal);
+      const apply = (ys: unknown[] | Skipped) => {
+        if (ys instanceof Skipped) return ys;
+        const x = settle(a.k(...ys), signal);
+        const next = (y: unknown) =>
+          evaluate(args, lookup, signal, i + 1, [...xs, y]);
+        return isThenable(x) ? x.then(next) : next(x);
+      };
+      return isThenable(inner) ? inner.then(apply) : apply(inner);
+    }
+    const x = lookup(a.value);
+    if (x !== absent) xs.push(x);
+    else if (a.kind === "req") {
+      return new Skipped(`missing required value ${a.value.name}`);
+    } else xs.push(a.kind === "dft" ? a.fallback : undefined);
+  }
+  return xs;
+}
+
+/** The outcome of applying one fold function. */
+type Applied =
+  | { kind: "produced"; x: unknown }
+  | { kind: "nothing" }
+  | { kind: "skipped"; reason: string }
+  | { kind: "failed"; error: unknown };
+
+/** Applies `f`: evaluates its arguments, calls it, and says what came of it. */
+async function apply(
+  f: Fold,
+  lookup: Lookup,
+  signal: AbortSignal | undefined,
+): Promise<Applied> {
+  try {
+    let xs = evaluate(f.args, lookup, signal);
+    if (isThenable(xs)) xs = await xs;
+    if (xs instanceof Skipped) return { kind: "skipped", reason: xs.reason };
+    let x = settle(f.k(...xs), signal);
+    if (isThenable(x)) x = await x;
+    return x === undefined ? { kind: "nothing" } : { kind: "produced", x };
+  } catch (error) {
+    if (signal?.aborted && error === signal.reason) throw error;
+    return { kind: "failed", error };
+  }
+}
+
+// --- Step 4: cycle ------------------------------------------------------
+
+/**
+ * The names of the values in the cycle among `stuck` (the fold functions
+ * left waiting): peel off those nothing left waits for, downstream of it.
+ */
+function cycleOf(
+  stuck: readonly Fold[],
+  bound: ReadonlySet<Value<unknown>>,
+): string[] {
+  const left = new Set(stuck);
+  const reads = new Map(stuck.map((f) => [f, dependencies(f.args, bound)]));
+  let changed = true;
+  while (changed) {
+    changed = false;
+    for (const f of left) {
+      const needed = [...left].some((g) => reads.get(g)!.includes(f.value));
+      if (!needed) {
+        left.delete(f);
+        changed = true;
+      }
+    }
+  }
+  return [...new Set([...left].map((f) => f.value.name))];
+}
+
+/**
  * Applies the fold functions of `ctx` in dependency order and lists the
- * candidates, sorted as {@linkcode connect} tries them.
+ * candidates, sorted as {@linkcode connect} tries them. When fold functions
+ * threw or form a cycle, the last element is an {@linkcode unfoldReport}
+ * endpoint that carries them to `connect` (which never tries it): copying
+ * the array (`[...endpoints]`) keeps it.
  *
  * @example List the candidates
  * ```ts
@@ -222,169 +438,88 @@ function deps(
  * @param options A signal and a trace hook.
  * @returns The candidates, in the order they are tried.
  */
-export async function unfold(
+export function unfold(
   ctx: Context,
   options?: ResolveOptions,
 ): Promise<Endpoint[]> {
-  const { signal, onEvent } = options ?? {};
-  signal?.throwIfAborted();
-  const all: readonly Binding[] = bindings(ctx);
-  const plain = new Map<Value<unknown>, unknown>();
+  try {
+    options?.signal?.throwIfAborted();
+    const plains = plainCandidates(ctx, options);
+    if (plains !== undefined) return Promise.resolve(plains);
+    return evaluateAll(partition(bindingsNewestFirst(ctx)), options);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * The fast path: the sorted candidates of a context of plain values (which
+ * has nothing to evaluate), or undefined when it has fold functions.
+ */
+function plainCandidates(
+  ctx: Context,
+  options: ResolveOptions | undefined,
+): Endpoint[] | undefined {
   const plains: Endpoint[] = [];
-  const folds: Fold[] = [];
-  const foldsOf = new Map<Value<unknown>, Fold[]>();
-  for (let seq = 0; seq < all.length; seq++) {
-    const b = all[seq];
-    if ("x" in b) {
-      plain.set(b.value, b.x);
-      plains.push({ value: b.value, data: b.x });
-    } else {
-      const f = { seq, value: b.value, args: b.args, k: b.k };
-      folds.push(f);
-      const list = foldsOf.get(b.value);
-      if (list === undefined) foldsOf.set(b.value, [f]);
-      else list.push(f);
-    }
+  for (const b of bindingsNewestFirst(ctx)) {
+    if (!("x" in b)) return undefined;
+    plains.push({ value: b.value, data: b.x });
   }
-  plains.reverse();
-  if (folds.length === 0) return sorted(plains, [], [], onEvent);
+  return sorted(plains, [], [], [], options?.onEvent);
+}
 
-  // Topological order (Kahn), at the granularity of witnesses: a fold waits
-  // until every fold of each witness it reads (with no plain value) is done.
-  const bound = new Set<Value<unknown>>([...plain.keys(), ...foldsOf.keys()]);
-  const waiting = new Map<Fold, number>();
-  const waiters = new Map<Value<unknown>, Fold[]>();
-  const pending = new Map<Value<unknown>, number>();
-  for (const [v, list] of foldsOf) pending.set(v, list.length);
-  const ready: Fold[] = [];
-  for (const f of folds) {
-    const on = new Set(
-      deps(f.args, bound).filter((v) => !plain.has(v) && foldsOf.has(v)),
-    );
-    waiting.set(f, on.size);
-    for (const v of on) {
-      const list = waiters.get(v);
-      if (list === undefined) waiters.set(v, [f]);
-      else list.push(f);
-    }
-    if (on.size === 0) ready.push(f);
-  }
-
+/** Steps 2 to 4: applies every fold function that can be, in order. */
+async function evaluateAll(
+  p: Partition,
+  options: ResolveOptions | undefined,
+): Promise<Endpoint[]> {
+  const { signal, onEvent } = options ?? {};
+  const schedule = new Schedule(p);
   const produced = new Map<Value<unknown>, { seq: number; x: unknown }>();
-  const lookup = (v: Value<unknown>): unknown => {
-    if (plain.has(v)) return plain.get(v);
+  const lookup: Lookup = (v) => {
+    if (p.plain.has(v)) return p.plain.get(v);
     return produced.has(v) ? produced.get(v)!.x : absent;
   };
-  // Synchronous unless a `map` function returns a promise: most contexts
-  // never pay for a microtask per fold.
-  const evaluate = (
-    args: readonly ArgData[],
-    from = 0,
-    xs: unknown[] = [],
-  ): unknown[] | string | PromiseLike<unknown[] | string> => {
-    for (let i = from; i < args.length; i++) {
-      const a = args[i];
-      if (a.kind === "map") {
-        const inner = evaluate(a.args as unknown as ArgData[]);
-        const apply = (ys: unknown[] | string) => {
-          if (typeof ys === "string") return ys;
-          const x = settle(a.k(...ys), signal);
-          const next = (y: unknown) => evaluate(args, i + 1, [...xs, y]);
-          return isThenable(x) ? x.then(next) : next(x);
-        };
-        return isThenable(inner) ? inner.then(apply) : apply(inner);
-      }
-      const x = lookup(a.value);
-      if (x !== absent) xs.push(x);
-      else if (a.kind === "req") {
-        return `missing required value ${a.value.name}`;
-      } else xs.push(a.kind === "dft" ? a.fallback : undefined);
-    }
-    return xs;
-  };
-
   const computed: Endpoint[] = [];
   const failed: Attempt[] = [];
-  // Process in insertion order among the ready ones: a min-heap would be
-  // n log n; a sorted ready queue by seq is enough since releases are rare.
-  let done = 0;
-  while (ready.length > 0) {
-    ready.sort((a, b) => b.seq - a.seq);
-    const batch = ready.splice(0);
-    batch.reverse();
+  for (let batch = schedule.take(); batch.length > 0; batch = schedule.take()) {
     for (const f of batch) {
-      done++;
       signal?.throwIfAborted();
-      const name = f.value.name;
-      try {
-        let xs = evaluate(f.args);
-        if (isThenable(xs)) xs = await xs;
-        if (typeof xs === "string") {
-          onEvent?.({ type: "fold-skipped", value: name, reason: xs });
-        } else {
-          let x = settle(f.k(...xs), signal);
-          if (isThenable(x)) x = await x;
-          onEvent?.({
-            type: "fold-applied",
-            value: name,
-            produced: x !== undefined,
-          });
-          if (x !== undefined) {
-            computed.push({ value: f.value, data: x });
-            const last = produced.get(f.value);
-            if (last === undefined || last.seq < f.seq) {
-              produced.set(f.value, { seq: f.seq, x });
-            }
+      const value = f.value.name;
+      const outcome = await apply(f, lookup, signal);
+      switch (outcome.kind) {
+        case "skipped":
+          onEvent?.({ type: "fold-skipped", value, reason: outcome.reason });
+          break;
+        case "failed":
+          failed.push({ name: `fold ${value}`, error: outcome.error });
+          onEvent?.({ type: "fold-failed", value, error: outcome.error });
+          break;
+        case "nothing":
+          onEvent?.({ type: "fold-applied", value, produced: false });
+          break;
+        case "produced": {
+          onEvent?.({ type: "fold-applied", value, produced: true });
+          computed.push({ value: f.value, data: outcome.x });
+          const last = produced.get(f.value);
+          if (last === undefined || last.seq < f.seq) {
+            produced.set(f.value, { seq: f.seq, x: outcome.x });
           }
         }
-      } catch (error) {
-        if (signal?.aborted && error === signal.reason) throw error;
-        failed.push({ name: `fold ${name}`, error });
-        onEvent?.({ type: "fold-failed", value: name, error });
       }
-      const left = pending.get(f.value)! - 1;
-      pending.set(f.value, left);
-      if (left === 0) {
-        for (const g of waiters.get(f.value) ?? []) {
-          const n = waiting.get(g)! - 1;
-          waiting.set(g, n);
-          if (n === 0) ready.push(g);
-        }
-      }
+      schedule.done(f);
     }
   }
-
-  let cycle: string[] = [];
-  if (done < folds.length) {
-    // What is left waits on a cycle or on something downstream of one; peel
-    // off the folds nothing left waits for, to keep the cycle itself.
-    const left = new Set(folds.filter((f) => waiting.get(f)! > 0));
-    let changed = true;
-    while (changed) {
-      changed = false;
-      for (const f of left) {
-        const needed = [...left].some((g) =>
-          g !== f && deps(g.args, bound).includes(f.value)
-        ) || deps(f.args, bound).includes(f.value);
-        if (!needed) {
-          left.delete(f);
-          changed = true;
-        }
-      }
-    }
-    cycle = [...new Set([...left].map((f) => f.value.name))];
-    for (const f of folds) {
-      if (waiting.get(f)! > 0) {
-        onEvent?.({
-          type: "fold-skipped",
-          value: f.value.name,
-          reason: "its arguments depend on a cycle",
-        });
-      }
-    }
+  const stuck = schedule.stuck();
+  for (const f of stuck) {
+    onEvent?.({
+      type: "fold-skipped",
+      value: f.value.name,
+      reason: "its arguments depend on a cycle",
+    });
   }
-
-  return sorted(plains, computed, cycle, onEvent, failed);
+  const cycle = stuck.length === 0 ? [] : cycleOf(stuck, schedule.bound);
+  return sorted(p.plains, computed, cycle, failed, onEvent);
 }
 
 function rank(e: Endpoint): number {
@@ -393,13 +528,16 @@ function rank(e: Endpoint): number {
   return p.priority ?? Number.MAX_VALUE;
 }
 
-/** Rule 3: plain values, then computed ones, stably sorted by priority. */
+/**
+ * Rule 3: plain values, then computed ones, stably sorted by priority; the
+ * report last, when there is something to report.
+ */
 function sorted(
   plains: Endpoint[],
   computed: Endpoint[],
   cycle: readonly string[],
+  folds: readonly Attempt[],
   onEvent: ResolveOptions["onEvent"],
-  folds: readonly Attempt[] = [],
 ): Endpoint[] {
   const all = computed.length === 0 ? plains : [...plains, ...computed];
   const endpoints = all.length < 2 ? all : all
@@ -408,14 +546,81 @@ function sorted(
     .map(({ e }) => e);
   onEvent?.({ type: "candidates", names: endpoints.map((e) => e.value.name) });
   if (cycle.length > 0 || folds.length > 0) {
-    unfolded.set(endpoints, { cycle, folds });
+    const report: UnfoldReport = { cycle, folds };
+    endpoints.push({ value: unfoldReport, data: report });
   }
   return endpoints;
 }
 
+// --- connect ------------------------------------------------------------
+
+function isFlow(x: unknown): x is Flow {
+  const f = x as Partial<Flow> | null;
+  return typeof f === "object" && f !== null &&
+    typeof f.read === "function" && typeof f.write === "function" &&
+    typeof f.closeWrite === "function" && typeof f.close === "function";
+}
+
+/**
+ * A protocol's flow that lacks `Symbol.dispose`/`Symbol.asyncDispose`
+ * (Flow contract rule 8), wrapped instead of mutated (rule 9): a proxy that
+ * forwards every property to the flow (methods bound to it, so its own
+ * extras such as a TLS flow's `handshake()` keep working, and `instanceof`
+ * holds) and adds the disposers. Its target is a fresh object, so a frozen
+ * flow meets no proxy invariant.
+ */
+function wrapDisposable(flow: Flow): Flow & AsyncDisposable {
+  const bound = new Map<PropertyKey, unknown>();
+  const dispose = (): void => closeQuietly(flow);
+  const asyncDispose = (): Promise<void> => {
+    const own = (flow as Partial<AsyncDisposable>)[Symbol.asyncDispose];
+    if (typeof own === "function") return Promise.resolve(own.call(flow));
+    dispose();
+    return Promise.resolve();
+  };
+  const own = new Map<PropertyKey, unknown>([
+    [Symbol.dispose, dispose],
+    [Symbol.asyncDispose, asyncDispose],
+    ["close", dispose],
+  ]);
+  return new Proxy({}, {
+    get(_, key) {
+      if (own.has(key)) return own.get(key);
+      const x = Reflect.get(flow, key, flow);
+      if (typeof x !== "function") return x;
+      let f = bound.get(key);
+      if (f === undefined || (f as { raw?: unknown }).raw !== x) {
+        f = Object.assign(x.bind(flow), { raw: x });
+        bound.set(key, f);
+      }
+      return f;
+    },
+    has: (_, key) => own.has(key) || key in flow,
+    getPrototypeOf: () => Object.getPrototypeOf(flow),
+    set: () => false,
+  }) as Flow & AsyncDisposable;
+}
+
+/** The flow as returned: itself when it keeps rule 8, else a wrapper. */
+function disposable(flow: Flow): Flow & AsyncDisposable {
+  const f = flow as Partial<AsyncDisposable & Disposable>;
+  if (
+    typeof f[Symbol.asyncDispose] === "function" &&
+    typeof f[Symbol.dispose] === "function"
+  ) {
+    return flow as Flow & AsyncDisposable;
+  }
+  return wrapDisposable(flow);
+}
+
 /**
  * Tries the candidates in order and resolves to the first flow that
- * connects; values that are no protocol's endpoint are skipped.
+ * connects; values that are no protocol's endpoint are skipped. The flow is
+ * the protocol's own object, never modified; one that lacks
+ * `Symbol.dispose` or `Symbol.asyncDispose` is wrapped in a flow that has
+ * them (and the protocol's `is()` recognises the wrapper). A protocol that
+ * resolves to something that is not a flow fails its attempt with a
+ * `TypeError`.
  *
  * @example Connect what unfold found
  * ```ts
@@ -427,18 +632,42 @@ function sorted(
  *
  * @param endpoints The candidates, as {@linkcode unfold} sorts them.
  * @param options A signal and a trace hook.
- * @returns The first flow that connects; it has `Symbol.asyncDispose`
- * (closing it) even when the protocol's flow did not.
+ * @returns The first flow that connects, with `Symbol.asyncDispose`.
  */
-export async function connect(
+export function connect(
   endpoints: readonly Endpoint[],
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
-  const { onEvent } = options ?? {};
   const signal = options?.signal ?? unabortableSignal();
-  const attempts: Attempt[] = [];
-  for (const { value, data } of endpoints) {
-    signal.throwIfAborted();
+  return attempt({ endpoints, options, signal, attempts: [] }, 0);
+}
+
+/** The state of one {@linkcode connect}: what it tries, what failed. */
+interface Connecting {
+  readonly endpoints: readonly Endpoint[];
+  readonly options: ResolveOptions | undefined;
+  readonly signal: AbortSignal;
+  readonly attempts: Attempt[];
+  report?: UnfoldReport;
+}
+
+/**
+ * Tries the candidates from `i` on. A promise chain rather than an async
+ * loop: a connect that succeeds at once costs no extra turn.
+ */
+function attempt(
+  c: Connecting,
+  i: number,
+): Promise<Flow & AsyncDisposable> {
+  const { endpoints, options, signal } = c;
+  const onEvent = options?.onEvent;
+  for (; i < endpoints.length; i++) {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const { value, data } = endpoints[i];
+    if (value === unfoldReport) {
+      c.report = data as UnfoldReport;
+      continue;
+    }
     const p = protocolOf(value);
     if (p === undefined) {
       onEvent?.({
@@ -448,41 +677,63 @@ export async function connect(
       });
       continue;
     }
-    onEvent?.({ type: "connecting", protocol: p.name });
+    const endpoint = onEvent === undefined ? "" : p.describe(data);
+    onEvent?.({ type: "connecting", protocol: p.name, endpoint });
     let pending: Promise<Flow>;
     try {
       pending = p.connect(data, signal);
     } catch (error) {
       pending = Promise.reject(error);
     }
-    try {
-      // Only a caller's signal can abort: without one, skip the race.
-      const flow = await (options?.signal ? settle(pending, signal) : pending);
-      p.flows.add(flow);
-      if (!(Symbol.asyncDispose in flow)) {
-        // A plain assignment: cheaper than defineProperty on this hot path.
-        (flow as Partial<AsyncDisposable>)[Symbol.asyncDispose] = asyncClose;
-      }
-      onEvent?.({ type: "connected", protocol: p.name });
-      return flow as Flow & AsyncDisposable;
-    } catch (error) {
+    const next = i + 1;
+    const failed = (error: unknown): Promise<Flow & AsyncDisposable> => {
       if (signal.aborted) {
         // A connect that ignores the signal must not leak its flow.
-        pending.then((flow) => flow.close(), () => {});
-        throw signal.reason;
+        pending.then((flow) => closeQuietly(flow), () => {});
+        return Promise.reject(signal.reason);
       }
-      attempts.push({ name: p.name, error });
-      onEvent?.({ type: "connect-failed", protocol: p.name, error });
-    }
+      c.attempts.push({
+        name: p.name,
+        error,
+        endpoint: endpoint || p.describe(data),
+      });
+      onEvent?.({ type: "connect-failed", protocol: p.name, endpoint, error });
+      return attempt(c, next);
+    };
+    // Only a caller's signal can abort: without one, skip the race.
+    const raced = options?.signal ? abortable(pending, signal) : pending;
+    return raced.then((flow): Flow & AsyncDisposable | Promise<never> => {
+      if (signal.aborted) {
+        closeQuietly(flow);
+        return Promise.reject(signal.reason);
+      }
+      if (!isFlow(flow)) {
+        closeQuietly(flow as { close?(): void } as { close(): void });
+        return failed(
+          new TypeError(
+            `Cannot connect with ${p.name}: it resolved to ${
+              typeName(flow)
+            }, not a flow`,
+          ),
+        ) as Promise<never>;
+      }
+      const result = disposable(flow);
+      p.flows.add(flow);
+      if (result !== flow) p.flows.add(result);
+      onEvent?.({ type: "connected", protocol: p.name, endpoint });
+      return result;
+    }, failed);
   }
   // Aborted after the last attempt (or with no candidate at all): the
   // signal's reason, not NotFoundError.
-  signal.throwIfAborted();
-  const info = unfolded.get(endpoints);
-  if (attempts.length === 0 && info !== undefined && info.cycle.length > 0) {
-    throw new CycleError(info.cycle);
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const report = c.report;
+  if (
+    c.attempts.length === 0 && report !== undefined && report.cycle.length > 0
+  ) {
+    return Promise.reject(new CycleError(report.cycle));
   }
-  throw new NotFoundError(attempts, info?.folds);
+  return Promise.reject(new NotFoundError(c.attempts, report?.folds));
 }
 
 /**
@@ -507,5 +758,15 @@ export function resolve(
   ctx: Context,
   options?: ResolveOptions,
 ): Promise<Flow & AsyncDisposable> {
+  let plains: Endpoint[] | undefined;
+  try {
+    options?.signal?.throwIfAborted();
+    plains = plainCandidates(ctx, options);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  // A context of plain values: connect at once, without a turn through
+  // unfold's promise.
+  if (plains !== undefined) return connect(plains, options);
   return unfold(ctx, options).then((endpoints) => connect(endpoints, options));
 }

@@ -25,8 +25,10 @@
  * @module
  */
 
-import type { Flow } from "./flow.ts";
+import { type Flow, SourceFlow } from "./flow.ts";
 import type { TlsServerOptions } from "./tls.ts";
+import { closeQuietly } from "./_util.ts";
+import { TcpFlow, UnixFlow } from "./tcp.ts";
 
 export type { Flow, TlsServerOptions };
 
@@ -153,6 +155,9 @@ export interface Server extends AsyncDisposable {
  * Serves every flow `listener` yields with `handler`, one call per flow, all
  * running concurrently. The server owns the listener and the flows:
  *
+ * - a connection accepted from a `Deno.Listener` over TCP or a Unix socket
+ *   is handed on as the package's flow (`TcpFlow` / `UnixFlow` from
+ *   `./tcp`, keeping the Flow contract); other flows as they are;
  * - each flow gets a TLS handshake when `options.tls` is given, is then
  *   upgraded by `options.upgrade` (if any), then handed to `handler`; once
  *   the handler settles, the flow is closed (and so is the raw flow under
@@ -270,12 +275,26 @@ async function acceptTlsLazily(
 
 const STOP: unique symbol = Symbol("stop");
 
-function closeQuietly(flow: Flow): void {
-  try {
-    flow.close();
-  } catch {
-    // Already closed (e.g. a Deno.Conn closed by the handler).
+/**
+ * An accepted `Deno.TcpConn` or `Deno.UnixConn` as the package's flow (Flow
+ * contract: `writable.close()` half-closes, cancelling `readable` keeps the
+ * connection, typed errors); other flows as they are.
+ */
+function contractFlow(flow: Flow): Flow {
+  if (flow instanceof SourceFlow || "handshake" in flow) return flow;
+  const conn = flow as Partial<Deno.TcpConn>;
+  if (typeof conn.ref !== "function") return flow;
+  const addr = conn.localAddr as Deno.Addr | undefined;
+  if (addr?.transport === "tcp" && typeof conn.setNoDelay === "function") {
+    return new TcpFlow(conn as Deno.TcpConn);
   }
+  if (addr?.transport === "unix") {
+    return new UnixFlow(
+      conn as unknown as Deno.UnixConn,
+      addr.path ?? "(unnamed)",
+    );
+  }
+  return flow;
 }
 
 class FlowServer implements Server {
@@ -401,8 +420,8 @@ class FlowServer implements Server {
     }
   }
 
-  #spawn(flow: Flow): void {
-    const task = this.#handle(flow);
+  #spawn(accepted: Flow): void {
+    const task = this.#handle(contractFlow(accepted));
     this.#tasks.add(task);
     task.then(() => this.#tasks.delete(task));
   }

@@ -4,8 +4,10 @@
  *
  * Add a {@linkcode TcpEndpoint} for {@linkcode tcp.endpoint} (or a
  * {@linkcode UnixEndpoint} for {@linkcode unix.endpoint}) to a context, and
- * {@linkcode resolve} connects it. The flow is the `Deno.TcpConn` (or
- * `Deno.UnixConn`) itself, with `Symbol.asyncDispose` so `await using` works.
+ * {@linkcode resolve} connects it. The flow is a {@linkcode TcpFlow} (or
+ * {@linkcode UnixFlow}): the package's own flow over the `Deno.TcpConn`,
+ * keeping the Flow contract (`writable.close()` half-closes, cancelling
+ * `readable` leaves the connection open, typed errors, dispose).
  *
  * @example Resolve a TCP endpoint on loopback
  * ```ts
@@ -27,12 +29,22 @@
  * @module
  */
 
+import { type Addr, SourceFlow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { neverAborts } from "./resolve.ts";
+import { errors } from "./errors.ts";
+import {
+  abortable,
+  authority,
+  checkHostPort,
+  messageOf,
+  naming,
+  typeName,
+} from "./_util.ts";
 
 // The core's types this entry point's API mentions, so that its documentation
 // stands alone (`deno doc --lint src/tcp.ts`).
-export type { Flow } from "./flow.ts";
+export type { Addr, Flow, SourceFlow } from "./flow.ts";
 export type { Value } from "./context.ts";
 export type { Protocol } from "./protocol.ts";
 
@@ -138,30 +150,8 @@ const DEFAULT_ATTEMPT_DELAY = 250;
 const MIN_ATTEMPT_DELAY = 10;
 const DEFAULT_RESOLUTION_DELAY = 50;
 
-function typeName(x: unknown): string {
-  return x === null ? "null" : Array.isArray(x) ? "array" : typeof x;
-}
-
 function fail(what: string, reason: string, Kind = TypeError): never {
   throw new Kind(`Cannot connect to ${what} endpoint: ${reason}`);
-}
-
-function checkPort(what: string, port: unknown): number {
-  if (typeof port !== "number") {
-    fail(what, `port must be a number, got ${typeName(port)}`);
-  }
-  if (!Number.isInteger(port) || port <= 0 || port >= 65536) {
-    fail(what, `port must be an integer in 1..65535, got ${port}`, RangeError);
-  }
-  return port;
-}
-
-function checkHostname(what: string, hostname: unknown): string {
-  if (typeof hostname !== "string") {
-    fail(what, `hostname must be a string, got ${typeName(hostname)}`);
-  }
-  if (hostname === "") fail(what, "hostname must not be empty");
-  return hostname;
 }
 
 function checkDelay(what: string, name: string, delay: unknown): number {
@@ -174,17 +164,9 @@ function checkDelay(what: string, name: string, delay: unknown): number {
   return delay;
 }
 
-function checkEndpoint(what: string, endpoint: unknown): void {
-  if (typeof endpoint !== "object" || endpoint === null) {
-    fail(what, `the endpoint must be an object, got ${typeName(endpoint)}`);
-  }
-}
-
 function validateTcp(endpoint: unknown): TcpEndpoint {
-  checkEndpoint("tcp", endpoint);
+  checkHostPort("tcp", endpoint);
   const e = endpoint as Record<string, unknown>;
-  checkHostname("tcp", e.hostname);
-  checkPort("tcp", e.port);
   if (e.attemptDelay !== undefined) {
     checkDelay("tcp", "attemptDelay", e.attemptDelay);
   }
@@ -234,77 +216,166 @@ const defaultConnect = (
       : options,
   );
 
-function asyncDispose(this: Deno.Conn): Promise<void> {
-  // Deno's Symbol.dispose closes without throwing when already closed.
-  this[Symbol.dispose]();
-  return Promise.resolve();
-}
+/**
+ * The package's flow over a `Deno.Conn` (Flow contract): the conn's own
+ * `read`/`write`/`closeWrite`/`close`, queued in call order, with
+ * `readable`/`writable` over them (so cancelling `readable` leaves the
+ * connection open for, say, `startTls`, and `writable.close()` half-closes),
+ * typed errors after `close()`, and dispose. The base of
+ * {@linkcode TcpFlow} and {@linkcode UnixFlow}.
+ *
+ * @example Wrap a connection accepted by a listener
+ * ```ts
+ * import { ConnFlow } from "@mimic/mimic/tcp";
+ * import assert from "node:assert/strict";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * using flow = new ConnFlow(await listener.accept(), "accepted");
+ * await client.write(new Uint8Array([1]));
+ * assert.equal(await flow.read(new Uint8Array(1)), 1);
+ * ```
+ */
+export class ConnFlow<C extends Deno.Conn> extends SourceFlow {
+  readonly #conn: C;
 
-function idempotentClose(this: Deno.Conn): void {
-  // Deno's Symbol.dispose closes without throwing when already closed, as
-  // the Flow contract asks of close().
-  this[Symbol.dispose]();
+  /**
+   * Wraps `conn`.
+   *
+   * @param conn The connection; the flow owns it from now on.
+   * @param name Names the flow in error messages.
+   */
+  constructor(conn: C, name: string) {
+    super(conn, {
+      name,
+      localAddr: conn.localAddr as Addr,
+      remoteAddr: conn.remoteAddr as Addr,
+      settlesOnClose: true,
+    });
+    this.#conn = conn;
+  }
+
+  /** Makes the process wait for this connection (the default). */
+  ref(): void {
+    this.#conn.ref();
+  }
+
+  /** Lets the process exit while this connection is open. */
+  unref(): void {
+    this.#conn.unref();
+  }
+
+  /** For subclasses: the connection. */
+  protected get conn(): C {
+    return this.#conn;
+  }
 }
 
 /**
- * Gives a connection what every mimic flow has: `Symbol.asyncDispose`, and a
- * `close()` that is idempotent (Deno's throws `BadResource` the second time).
+ * A TCP connection as a flow: what {@linkcode tcp} and
+ * {@linkcode connectHappyEyeballs} return. It keeps the Flow contract over
+ * the `Deno.TcpConn` it delegates to (`writable.close()` half-closes,
+ * cancelling `readable` does not close the connection, pending operations
+ * reject with `Interrupted` on `close()`, later ones with `BadResource`).
+ *
+ * @example Half-close through the writable, keep reading
+ * ```ts
+ * import { connectHappyEyeballs } from "@mimic/mimic/tcp";
+ * import assert from "node:assert/strict";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using flow = await connectHappyEyeballs("127.0.0.1", listener.addr.port);
+ * using server = await listener.accept();
+ * await flow.writable.close(); // a half-close: the server reads end of flow
+ * assert.equal(await server.read(new Uint8Array(1)), null);
+ * await server.write(new Uint8Array([7]));
+ * assert.equal(await flow.read(new Uint8Array(1)), 1);
+ * assert.equal(flow.remoteAddr.port, listener.addr.port);
+ * ```
  */
-function disposable<C extends Deno.Conn>(conn: C): C & AsyncDisposable {
-  // Plain assignments (not defineProperty) keep this off the connect path.
-  if (!(Symbol.asyncDispose in conn)) {
-    (conn as Partial<AsyncDisposable>)[Symbol.asyncDispose] = asyncDispose;
+export class TcpFlow extends ConnFlow<Deno.TcpConn> {
+  /** The local address. */
+  declare readonly localAddr: Deno.NetAddr;
+  /** The peer's address. */
+  declare readonly remoteAddr: Deno.NetAddr;
+
+  /**
+   * Wraps a connection; {@linkcode connectHappyEyeballs} does it for you.
+   *
+   * @param conn The connection.
+   */
+  constructor(conn: Deno.TcpConn) {
+    const { hostname, port } = conn.remoteAddr;
+    super(conn, `tcp ${authority(hostname, port)}`);
   }
-  conn.close = idempotentClose;
-  return conn as C & AsyncDisposable;
+
+  /**
+   * Turns Nagle's algorithm off (`true`, the default) or on.
+   *
+   * @param noDelay Whether to send segments at once.
+   */
+  setNoDelay(noDelay?: boolean): void {
+    this.conn.setNoDelay(noDelay);
+  }
+
+  /**
+   * Turns TCP keep-alive on (`true`, the default) or off.
+   *
+   * @param keepAlive Whether to probe an idle connection.
+   */
+  setKeepAlive(keepAlive?: boolean): void {
+    this.conn.setKeepAlive(keepAlive);
+  }
 }
 
-function prepare(
-  conn: Deno.TcpConn,
-  noDelay: boolean | undefined,
-): Deno.TcpConn & AsyncDisposable {
+/**
+ * A Unix domain socket connection as a flow: what {@linkcode unix} returns.
+ * The same contract as {@linkcode TcpFlow}.
+ *
+ * @example Connect a Unix socket
+ * ```ts
+ * import { empty, resolve } from "@mimic/mimic";
+ * import { unix, UnixFlow } from "@mimic/mimic/tcp";
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const path = `${dir}/socket`;
+ * using listener = Deno.listen({ transport: "unix", path });
+ * const flow = await resolve(empty.add(unix.endpoint, { path }));
+ * assert.ok(flow instanceof UnixFlow);
+ * using _server = await listener.accept();
+ * flow.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export class UnixFlow extends ConnFlow<Deno.UnixConn> {
+  /** The local address. */
+  declare readonly localAddr: Deno.UnixAddr;
+  /** The peer's address. */
+  declare readonly remoteAddr: Deno.UnixAddr;
+
+  /**
+   * Wraps a connection.
+   *
+   * @param conn The connection.
+   * @param path The socket's path, for error messages.
+   */
+  constructor(conn: Deno.UnixConn, path: string) {
+    super(conn, `unix ${path}`);
+  }
+}
+
+function prepare(conn: Deno.TcpConn, noDelay: boolean | undefined): TcpFlow {
   if (noDelay !== false) conn.setNoDelay(true);
-  return disposable(conn);
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/**
- * Runs `start` with a signal linked to `outer`; when `outer` aborts first,
- * rejects with its reason and closes the connection should it still come.
- * The connection is never tied to `outer` once it is returned.
- */
-async function connectOnce<C extends Deno.Conn>(
-  start: (signal: AbortSignal) => Promise<C>,
-  outer: AbortSignal | undefined,
-): Promise<C> {
-  if (outer === undefined) return await start(new AbortController().signal);
-  outer.throwIfAborted();
-  const inner = new AbortController();
-  const pending = start(inner.signal);
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => {
-      inner.abort(outer.reason);
-      pending.then((conn) => conn.close(), () => {});
-      reject(outer.reason);
-    };
-  });
-  outer.addEventListener("abort", onAbort, { once: true });
-  try {
-    return await Promise.race([pending, aborted]);
-  } finally {
-    outer.removeEventListener("abort", onAbort);
-  }
+  return new TcpFlow(conn);
 }
 
 /**
  * Connects to `hostname:port` over TCP with Happy Eyeballs (RFC 8305).
  *
  * An IP literal (`127.0.0.1`, `::1`, `[::1]`) is connected directly, and
- * its error is the connect's own. A host name is looked up for AAAA and A
+ * its error is the connect's own, of the same class, with a message naming
+ * the address ("Cannot connect to 127.0.0.1:1: Connection refused ..."). A host name is looked up for AAAA and A
  * concurrently; attempts start as soon as the first answer comes (when A
  * comes first, after waiting up to the resolution delay, 50 ms, for AAAA).
  * Addresses are tried with the families interleaved, IPv6 first; a new
@@ -312,14 +383,14 @@ async function connectOnce<C extends Deno.Conn>(
  * at once when one fails. The first connection wins; every other attempt is
  * aborted, and one that connects anyway is closed.
  *
- * The connection has TCP no-delay on (unless `noDelay: false`) and
- * `Symbol.asyncDispose`.
+ * The connection is a {@linkcode TcpFlow}, with TCP no-delay on (unless
+ * `noDelay: false`).
  *
  * Errors: a host name that resolves to no address rejects with
- * `Deno.errors.NotFound` ("Cannot resolve host …", the lookup errors as
+ * `errors.NotFound` ("Cannot resolve host …", the lookup errors as
  * `cause`); when every address fails, it rejects with an `AggregateError`
- * whose `errors` are the attempts' errors, in the order they started, and
- * whose message names each address; an aborted `signal` rejects with its
+ * whose `errors` are the attempts' errors, in the order they started, each
+ * naming its address, and whose message names each address; an aborted `signal` rejects with its
  * reason.
  *
  * @example Connect to localhost, whichever family listens
@@ -356,16 +427,15 @@ async function connectOnce<C extends Deno.Conn>(
  * @param hostname An IP literal or a host name.
  * @param port The port, an integer with 0 < port < 65536.
  * @param options The delays, the resolver, a signal and a trace hook.
- * @returns The first connection that succeeds, with `Symbol.asyncDispose`.
+ * @returns The first connection that succeeds.
  */
 export function connectHappyEyeballs(
   hostname: string,
   port: number,
   options?: HappyEyeballsOptions,
-): Promise<Deno.TcpConn & AsyncDisposable> {
+): Promise<TcpFlow> {
   try {
-    checkHostname("tcp", hostname);
-    checkPort("tcp", port);
+    checkHostPort("tcp", { hostname, port });
     if (options?.attemptDelay !== undefined) {
       checkDelay("tcp", "attemptDelay", options.attemptDelay);
     }
@@ -375,6 +445,15 @@ export function connectHappyEyeballs(
   } catch (error) {
     return Promise.reject(error);
   }
+  return dial(hostname, port, options);
+}
+
+/** {@linkcode connectHappyEyeballs} on arguments already validated. */
+function dial(
+  hostname: string,
+  port: number,
+  options: HappyEyeballsOptions | undefined,
+): Promise<TcpFlow> {
   const connectTo = options?.connect ?? defaultConnect;
   const ip = literal(hostname);
   if (ip !== undefined) return connectLiteral(ip, port, connectTo, options);
@@ -384,31 +463,36 @@ export function connectHappyEyeballs(
 const never = new AbortController().signal;
 
 /** Connects an IP literal directly: one attempt, its own error. */
-async function connectLiteral(
+function connectLiteral(
   ip: string,
   port: number,
   connectTo: NonNullable<HappyEyeballsOptions["connect"]>,
   options: HappyEyeballsOptions | undefined,
-): Promise<Deno.TcpConn & AsyncDisposable> {
+): Promise<TcpFlow> {
   const onAttempt = options?.onAttempt;
   const signal = options?.signal ?? never;
-  signal.throwIfAborted();
+  if (signal.aborted) return Promise.reject(signal.reason);
   onAttempt?.({ type: "start", address: ip });
-  let conn: Deno.TcpConn;
+  let pending: Promise<Deno.TcpConn>;
   try {
     // Deno.connect's signal aborts the connect only, never the connection.
-    conn = await connectTo({ hostname: ip, port, signal });
+    pending = connectTo({ hostname: ip, port, signal });
   } catch (error) {
+    pending = Promise.reject(error);
+  }
+  return pending.then((conn) => {
+    onAttempt?.({ type: "connected", address: ip });
+    try {
+      return prepare(conn, options?.noDelay);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
+  }, (cause) => {
+    const error = naming(cause, authority(ip, port));
     onAttempt?.({ type: "failed", address: ip, error });
     throw error;
-  }
-  onAttempt?.({ type: "connected", address: ip });
-  try {
-    return prepare(conn, options?.noDelay);
-  } catch (error) {
-    conn.close();
-    throw error;
-  }
+  });
 }
 
 interface Attempt {
@@ -418,7 +502,7 @@ interface Attempt {
 
 /** The state of one Happy Eyeballs race. */
 class HappyEyeballs {
-  readonly promise: Promise<Deno.TcpConn & AsyncDisposable>;
+  readonly promise: Promise<TcpFlow>;
   #hostname: string;
   #port: number;
   #connect: NonNullable<HappyEyeballsOptions["connect"]>;
@@ -428,7 +512,7 @@ class HappyEyeballs {
   #noDelay: boolean | undefined;
   #signal: AbortSignal | undefined;
   #lookups = new AbortController();
-  #resolve!: (conn: Deno.TcpConn & AsyncDisposable) => void;
+  #resolve!: (conn: TcpFlow) => void;
   #reject!: (error: unknown) => void;
   #done = false;
   /** Addresses not yet tried, in the order they will be. */
@@ -440,7 +524,7 @@ class HappyEyeballs {
   #answers = { A: false, AAAA: false };
   #lookupErrors: unknown[] = [];
   #pending = new Set<Attempt>();
-  #errors: { address: string; error: unknown }[] = [];
+  #errors: { address: string; error: unknown; cause: unknown }[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #resolutionTimer: ReturnType<typeof setTimeout> | undefined;
   #onAbort = (): void => this.#finish(undefined, this.#signal!.reason);
@@ -568,7 +652,7 @@ class HappyEyeballs {
       return;
     }
     this.#onAttempt?.({ type: "connected", address: attempt.address });
-    let prepared: Deno.TcpConn & AsyncDisposable;
+    let prepared: TcpFlow;
     try {
       prepared = prepare(conn, this.#noDelay);
     } catch (error) {
@@ -582,8 +666,13 @@ class HappyEyeballs {
   #failed(attempt: Attempt, error: unknown): void {
     this.#pending.delete(attempt);
     if (this.#done) return;
-    this.#errors.push({ address: attempt.address, error });
-    this.#onAttempt?.({ type: "failed", address: attempt.address, error });
+    const named = naming(error, authority(attempt.address, this.#port));
+    this.#errors.push({ address: attempt.address, error: named, cause: error });
+    this.#onAttempt?.({
+      type: "failed",
+      address: attempt.address,
+      error: named,
+    });
     // RFC 8305 §5: a failure starts the next attempt at once.
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -595,10 +684,10 @@ class HappyEyeballs {
     if (this.#errors.length === 0) {
       const why = this.#lookupErrors.length === 0
         ? "no address"
-        : this.#lookupErrors.map(describe).join("; ");
+        : this.#lookupErrors.map(messageOf).join("; ");
       this.#finish(
         undefined,
-        new Deno.errors.NotFound(
+        new errors.NotFound(
           `Cannot resolve host ${this.#hostname}: ${why}`,
           {
             cause: this.#lookupErrors.length === 0
@@ -610,7 +699,7 @@ class HappyEyeballs {
       return;
     }
     const list = this.#errors
-      .map(({ address, error }) => `${address}: ${describe(error)}`)
+      .map(({ address, cause }) => `${address}: ${messageOf(cause)}`)
       .join("; ");
     this.#finish(
       undefined,
@@ -622,7 +711,7 @@ class HappyEyeballs {
   }
 
   #finish(
-    conn: (Deno.TcpConn & AsyncDisposable) | undefined,
+    conn: (TcpFlow) | undefined,
     error: unknown,
   ): void {
     if (this.#done) return;
@@ -644,9 +733,11 @@ class HappyEyeballs {
 
 /**
  * The `tcp` protocol: connects a {@linkcode TcpEndpoint} with
- * {@linkcode connectHappyEyeballs}; the flow is the `Deno.TcpConn`, with TCP
- * no-delay on unless the endpoint says `noDelay: false`. An endpoint of the wrong shape fails that attempt with a
- * `TypeError` or `RangeError` naming what is wrong.
+ * {@linkcode connectHappyEyeballs}; the flow is a {@linkcode TcpFlow}, with
+ * TCP no-delay on unless the endpoint says `noDelay: false`. An endpoint of
+ * the wrong shape fails that attempt with a `TypeError` or `RangeError`
+ * naming what is wrong; a refused connection with `ConnectionRefused` naming
+ * the address. Traces describe the endpoint as `tcp host:port`.
  *
  * @example Connect a name with an injected resolver
  * ```ts
@@ -666,27 +757,35 @@ class HappyEyeballs {
  * flow.close();
  * ```
  */
-export const tcp: Protocol<TcpEndpoint, Deno.TcpConn> = register(
+export const tcp: Protocol<TcpEndpoint, TcpFlow> = register(
   "tcp",
-  (endpoint: TcpEndpoint, signal: AbortSignal): Promise<Deno.TcpConn> => {
+  (endpoint: TcpEndpoint, signal: AbortSignal): Promise<TcpFlow> => {
     try {
       validateTcp(endpoint);
     } catch (error) {
       return Promise.reject(error);
     }
-    return connectHappyEyeballs(endpoint.hostname, endpoint.port, {
+    return dial(endpoint.hostname, endpoint.port, {
       attemptDelay: endpoint.attemptDelay,
       lookup: endpoint.lookup,
       noDelay: endpoint.noDelay,
       signal,
     });
   },
+  { describe: describeTcp },
 );
+
+function describeTcp(endpoint: TcpEndpoint): string {
+  const e = endpoint as Partial<TcpEndpoint> | null;
+  return `tcp ${authority(String(e?.hostname), e?.port as number)}`;
+}
 
 /**
  * The `unix` protocol: connects a {@linkcode UnixEndpoint}, a Unix domain
- * socket's path; the flow is the `Deno.UnixConn`. An endpoint of the wrong
- * shape fails that attempt with a `TypeError`.
+ * socket's path; the flow is a {@linkcode UnixFlow}. An endpoint of the
+ * wrong shape fails that attempt with a `TypeError`; a missing socket with
+ * `NotFound` naming the path ("Cannot connect to unix socket /run/x.sock:
+ * No such file or directory ..."). Traces describe it as `unix <path>`.
  *
  * @example Connect a Unix socket
  * ```ts
@@ -704,22 +803,29 @@ export const tcp: Protocol<TcpEndpoint, Deno.TcpConn> = register(
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export const unix: Protocol<UnixEndpoint, Deno.UnixConn> = register(
+export const unix: Protocol<UnixEndpoint, UnixFlow> = register(
   "unix",
-  (endpoint: UnixEndpoint, signal: AbortSignal): Promise<Deno.UnixConn> => {
-    try {
-      checkEndpoint("unix", endpoint);
-      const path: unknown = endpoint.path;
-      if (typeof path !== "string") {
-        fail("unix", `path must be a string, got ${typeName(path)}`);
-      }
-      if (path === "") fail("unix", "path must not be empty");
-    } catch (error) {
-      return Promise.reject(error);
+  async (endpoint: UnixEndpoint, signal: AbortSignal): Promise<UnixFlow> => {
+    if (typeof endpoint !== "object" || endpoint === null) {
+      fail("unix", `the endpoint must be an object, got ${typeName(endpoint)}`);
     }
-    return connectOnce(
-      () => Deno.connect({ transport: "unix", path: endpoint.path }),
-      signal,
-    ).then(disposable);
+    const path: unknown = endpoint.path;
+    if (typeof path !== "string") {
+      fail("unix", `path must be a string, got ${typeName(path)}`);
+    }
+    if (path === "") fail("unix", "path must not be empty");
+    signal.throwIfAborted();
+    // Deno.connect takes no signal for Unix sockets: race it, and close a
+    // connection that comes after the abort.
+    const pending = Deno.connect({ transport: "unix", path });
+    let conn: Deno.UnixConn;
+    try {
+      conn = await (neverAborts(signal) ? pending : abortable(pending, signal));
+    } catch (error) {
+      if (signal.aborted) pending.then((c) => c.close(), () => {});
+      throw naming(error, `unix socket ${path}`);
+    }
+    return new UnixFlow(conn, path);
   },
+  { describe: (endpoint) => `unix ${(endpoint as UnixEndpoint | null)?.path}` },
 );

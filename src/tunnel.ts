@@ -25,12 +25,19 @@
  */
 
 import type { Context } from "./context.ts";
-import type { Flow } from "./flow.ts";
+import { type Addr, type Flow, SourceFlow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { resolve } from "./resolve.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
+import {
+  abortable,
+  authority,
+  checkHostPort,
+  closeQuietly,
+  writeAll,
+} from "./_util.ts";
 
-export type { Flow } from "./flow.ts";
+export type { Addr, Flow } from "./flow.ts";
 export type { Protocol } from "./protocol.ts";
 export type { Arg, ArgTypes, Context, Value } from "./context.ts";
 
@@ -137,20 +144,19 @@ export class TunnelError extends Error {
  * console.log(flow.response.status, flow.response.headers.get("via"));
  * ```
  */
-export class TunnelFlow implements Flow, AsyncDisposable {
+export class TunnelFlow implements Flow, Disposable, AsyncDisposable {
   /** The flow to the proxy, which carries the tunnel. */
   readonly inner: Flow;
   /** Where the tunnel leads. */
   readonly target: TunnelTarget;
   /** The proxy's answer to `CONNECT`. */
   readonly response: TunnelResponse;
-  /** The bytes read, as a stream. */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** The bytes to write, as a stream; closing it half-closes the tunnel. */
-  readonly writable: WritableStream<Uint8Array>;
+  /** The local address of the flow to the proxy, when it has one. */
+  readonly localAddr?: Addr;
+  /** The target, as the proxy was asked for it. */
+  readonly remoteAddr: Addr;
 
-  #leftover: Uint8Array | null;
-  #closed = false;
+  #flow: SourceFlow;
 
   /**
    * Wraps an established tunnel. Prefer {@linkcode connectTunnel}.
@@ -169,28 +175,41 @@ export class TunnelFlow implements Flow, AsyncDisposable {
     this.inner = inner;
     this.target = target;
     this.response = response;
-    this.#leftover = leftover !== undefined && leftover.length > 0
+    const localAddr = (inner as { localAddr?: Addr }).localAddr;
+    if (localAddr !== undefined) this.localAddr = localAddr;
+    this.remoteAddr = {
+      transport: "tcp",
+      hostname: target.hostname,
+      port: target.port,
+    };
+    let rest = leftover !== undefined && leftover.length > 0
       ? leftover
-      : null;
-    this.readable = readableFromFlow(
-      (p) => this.read(p),
-      () => {
-        this.#leftover = null;
+      : undefined;
+    this.#flow = new SourceFlow({
+      read(p) {
+        if (rest === undefined) return inner.read(p);
+        const n = Math.min(p.length, rest.length);
+        p.set(rest.subarray(0, n));
+        rest = n === rest.length ? undefined : rest.subarray(n);
+        return Promise.resolve(n);
       },
-    );
-    this.writable = writableFromFlow(
-      (p) => this.write(p),
-      () => this.closeWrite(),
-      { abort: () => this.close() },
-    );
+      write: (p) => inner.write(p),
+      closeWrite: () => inner.closeWrite(),
+      close() {
+        rest = undefined;
+        closeQuietly(inner);
+      },
+    }, { name: `tunnel to ${authorityOf(target)}` });
   }
 
-  #closedError(action: string): Error {
-    return new Deno.errors.BadResource(
-      `Cannot ${action} tunnel to ${
-        authorityOf(this.target)
-      }: the flow is closed`,
-    );
+  /** The bytes read, as a stream sharing `read`'s position. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#flow.readable;
+  }
+
+  /** The bytes to write, as a stream; closing it half-closes the tunnel. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#flow.writable;
   }
 
   /**
@@ -200,15 +219,7 @@ export class TunnelFlow implements Flow, AsyncDisposable {
    * @returns The number of bytes read, or `null` at end of flow.
    */
   read(p: Uint8Array): Promise<number | null> {
-    if (this.#closed) return Promise.reject(this.#closedError("read from"));
-    const leftover = this.#leftover;
-    if (leftover !== null && p.length > 0) {
-      const n = Math.min(p.length, leftover.length);
-      p.set(leftover.subarray(0, n));
-      this.#leftover = n === leftover.length ? null : leftover.subarray(n);
-      return Promise.resolve(n);
-    }
-    return this.inner.read(p);
+    return this.#flow.read(p);
   }
 
   /**
@@ -218,8 +229,7 @@ export class TunnelFlow implements Flow, AsyncDisposable {
    * @returns The number of bytes written.
    */
   write(p: Uint8Array): Promise<number> {
-    if (this.#closed) return Promise.reject(this.#closedError("write to"));
-    return this.inner.write(p);
+    return this.#flow.write(p);
   }
 
   /**
@@ -229,20 +239,21 @@ export class TunnelFlow implements Flow, AsyncDisposable {
    * @returns A promise settled once the proxy's flow is half-closed.
    */
   closeWrite(): Promise<void> {
-    if (this.#closed) return Promise.reject(this.#closedError("close"));
-    return this.inner.closeWrite();
+    return this.#flow.closeWrite();
   }
 
-  /** Closes the tunnel and the proxy's flow. Idempotent. */
+  /**
+   * Closes the tunnel and the proxy's flow. Idempotent; pending reads and
+   * writes reject with `errors.Interrupted`, later ones with
+   * `errors.BadResource`.
+   */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#leftover = null;
-    try {
-      this.inner.close();
-    } catch {
-      // Already closed (e.g. a Deno.Conn closed twice).
-    }
+    this.#flow.close();
+  }
+
+  /** Closes the tunnel. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /**
@@ -252,23 +263,12 @@ export class TunnelFlow implements Flow, AsyncDisposable {
    * @returns A promise settled once the flow is closed.
    */
   async [Symbol.asyncDispose](): Promise<void> {
-    const inner = this.inner as Partial<AsyncDisposable>;
-    if (!this.#closed && typeof inner[Symbol.asyncDispose] === "function") {
-      this.#closed = true;
-      this.#leftover = null;
-      await inner[Symbol.asyncDispose]!();
-      return;
-    }
     this.close();
+    const inner = this.inner as Partial<AsyncDisposable>;
+    if (typeof inner[Symbol.asyncDispose] === "function") {
+      await inner[Symbol.asyncDispose]!();
+    }
   }
-}
-
-/** `host:port`, with brackets around an IPv6 address. */
-function authorityOf(target: TunnelTarget): string {
-  const host = target.hostname.includes(":") && !target.hostname.startsWith("[")
-    ? `[${target.hostname}]`
-    : target.hostname;
-  return `${host}:${target.port}`;
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -312,7 +312,7 @@ function parseHead(authority: string, text: string): TunnelResponse {
   const lines = text.split("\r\n");
   const match = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]);
   if (match === null) {
-    throw new Deno.errors.InvalidData(
+    throw new errors.InvalidData(
       `Cannot CONNECT to ${authority}: the proxy answered with an invalid status line ${
         JSON.stringify(lines[0].slice(0, 80))
       }`,
@@ -334,18 +334,6 @@ function parseHead(authority: string, text: string): TunnelResponse {
     statusText: (match[2] ?? "").trim(),
     headers,
   };
-}
-
-async function writeAll(flow: Flow, p: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < p.length;) {
-    const n = await flow.write(p.subarray(offset));
-    if (n <= 0) {
-      throw new Deno.errors.WriteZero(
-        "Cannot write CONNECT request: the flow accepted zero bytes",
-      );
-    }
-    offset += n;
-  }
 }
 
 /**
@@ -410,33 +398,20 @@ export async function connectTunnel(
   const { signal } = options;
   const maxHeadSize = options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE;
   const authority = authorityOf(target);
-  let onAbort: (() => void) | undefined;
   try {
-    if (
-      !Number.isInteger(target.port) || target.port < 0 || target.port > 65535
-    ) {
-      throw new RangeError(
-        `Cannot CONNECT to ${authority}: port is out of range`,
-      );
-    }
+    checkHostPort("tunnel target", target);
     if (!Number.isInteger(maxHeadSize) || maxHeadSize <= 0) {
       throw new RangeError(
         `Cannot CONNECT to ${authority}: maxHeadSize must be a positive integer, got ${maxHeadSize}`,
       );
     }
     signal?.throwIfAborted();
-    const aborted = new Promise<never>((_, ko) => {
-      onAbort = () => ko(signal!.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-    aborted.catch(() => {});
-    const race = <T>(p: Promise<T>): Promise<T> =>
-      signal === undefined ? p : Promise.race([p, aborted]);
+    const race = <T>(p: Promise<T>): Promise<T> => abortable(p, signal);
 
     const head = new TextEncoder().encode(
       request(authority, options.headers ?? {}),
     );
-    await race(writeAll(flow, head));
+    await race(writeAll(flow, head, `the proxy for ${authority}`));
 
     let buf = new Uint8Array(1024);
     let length = 0;
@@ -444,7 +419,7 @@ export async function connectTunnel(
     while (end < 0) {
       if (length === buf.length) {
         if (buf.length >= maxHeadSize + 4) {
-          throw new Deno.errors.InvalidData(
+          throw new errors.InvalidData(
             `Cannot CONNECT to ${authority}: the proxy's response head exceeds ${maxHeadSize} bytes`,
           );
         }
@@ -456,7 +431,7 @@ export async function connectTunnel(
       }
       const n = await race(flow.read(buf.subarray(length)));
       if (n === null) {
-        throw new Deno.errors.UnexpectedEof(
+        throw new errors.UnexpectedEof(
           `Cannot CONNECT to ${authority}: the proxy closed the connection before answering`,
         );
       }
@@ -473,15 +448,15 @@ export async function connectTunnel(
     }
     return new TunnelFlow(flow, target, response, buf.slice(end, length));
   } catch (error) {
-    try {
-      flow.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(flow);
     throw error;
-  } finally {
-    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** `host:port` of a target, even one of the wrong shape (for messages). */
+function authorityOf(target: TunnelTarget): string {
+  const t = target as Partial<TunnelTarget> | null;
+  return authority(String(t?.hostname), t?.port as number);
 }
 
 /**
@@ -505,10 +480,16 @@ export async function connectTunnel(
 export const tunnel: Protocol<TunnelEndpoint, TunnelFlow> = register(
   "tunnel",
   async (endpoint: TunnelEndpoint, signal: AbortSignal) => {
+    // Refuse a bad target before connecting to the proxy.
+    checkHostPort("tunnel target", endpoint?.target);
     const proxy = await resolve(endpoint.proxy, { signal });
     return await connectTunnel(proxy, endpoint.target, {
       headers: endpoint.headers,
       signal,
     });
+  },
+  {
+    describe: (endpoint) =>
+      `tunnel to ${authorityOf(endpoint?.target)} through a proxy`,
   },
 );

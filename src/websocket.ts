@@ -41,9 +41,9 @@
  * @module
  */
 
-import type { Flow } from "./flow.ts";
+import { type Flow, SourceFlow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow } from "./flow.ts";
 export type { Protocol } from "./protocol.ts";
@@ -164,18 +164,21 @@ function positiveInteger(name: string, x: number): number {
  *
  * - `read` yields the bytes of the binary messages received; it resolves to
  *   `null` once the WebSocket closed with code 1000 or 1005, rejects with
+ *   `errors.ConnectionReset` when the connection dropped (code 1006),
  *   {@linkcode WebSocketCloseError} when it closed with another code, and
- *   with `Deno.errors.InvalidData` when a text message arrives (the
+ *   with `errors.InvalidData` when a text message arrives (the
  *   WebSocket is then closed with code 4003: the WebSocket API does not let
  *   an endpoint send 1003, "unsupported data"). Messages are buffered as they
  *   arrive: a WebSocket has no read backpressure.
  * - `write` sends `p` as one binary message (several when larger than
  *   `maxMessageSize`) and waits while `bufferedAmount` is above the
- *   high-water mark; it rejects with `Deno.errors.BrokenPipe` when the
- *   WebSocket is closing or closed.
+ *   high-water mark; it rejects with `errors.BrokenPipe` when the
+ *   WebSocket is closing or closed, or after `closeWrite`.
  * - `closeWrite` waits until every message is sent, then closes the
  *   WebSocket with code 1000 (WebSockets cannot half-close).
- * - `close` closes the WebSocket with code 1000; idempotent. Await
+ * - `close` closes the WebSocket with code 1000; idempotent; pending reads
+ *   and writes reject with `errors.Interrupted`, later ones with
+ *   `errors.BadResource`. Await
  *   {@linkcode WebSocketFlow.closed} (or use `await using`) to wait for the
  *   closing handshake.
  *
@@ -191,15 +194,11 @@ function positiveInteger(name: string, x: number): number {
  * }
  * ```
  */
-export class WebSocketFlow implements Flow, AsyncDisposable {
+export class WebSocketFlow implements Flow, Disposable, AsyncDisposable {
   /** The WebSocket. */
   readonly socket: WebSocket;
   /** Settles once the WebSocket is closed, with how. Never rejects. */
   readonly closed: Promise<WebSocketCloseInfo>;
-  /** The bytes read, as a stream. */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** The bytes to write, as a stream; closing it closes the WebSocket. */
-  readonly writable: WritableStream<Uint8Array>;
 
   #url: string;
   #highWaterMark: number;
@@ -208,9 +207,9 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   #wake: (() => void) | null = null;
   #info: WebSocketCloseInfo | null = null;
   #readError: unknown = undefined;
-  #writeClosed = false;
   #closed = false;
   #opened: Promise<void>;
+  #flow: SourceFlow;
 
   /**
    * Wraps a WebSocket, connecting or open. Its `binaryType` is set to
@@ -255,19 +254,20 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
     this.closed.then((info) => {
       this.#info = info;
       if (!isClean(info) && this.#readError === undefined) {
-        this.#readError = new WebSocketCloseError(this.#url, info);
+        this.#readError = info.code === 1006
+          ? new errors.ConnectionReset(
+            `Cannot read from WebSocket ${this.#url}: the connection dropped (code 1006)`,
+          )
+          : new WebSocketCloseError(this.#url, info);
       }
       this.#notify();
     });
-    this.readable = readableFromFlow(
-      (p) => this.read(p),
-      () => this.#cancelRead(),
-    );
-    this.writable = writableFromFlow(
-      (p) => this.write(p),
-      () => this.closeWrite(),
-      { abort: () => this.close() },
-    );
+    this.#flow = new SourceFlow({
+      read: (p) => this.#read(p),
+      write: (p) => this.#write(p),
+      closeWrite: () => this.#closeWrite(),
+      close: () => this.#close(),
+    }, { name: `WebSocket ${this.#url}` });
   }
 
   /** The WebSocket's URL. */
@@ -278,6 +278,16 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   /** The subprotocol the server selected, or `""`. */
   get protocol(): string {
     return this.socket.protocol;
+  }
+
+  /** The bytes read, as a stream sharing `read`'s position. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#flow.readable;
+  }
+
+  /** The bytes to write, as a stream; closing it closes the WebSocket. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#flow.writable;
   }
 
   #notify(): void {
@@ -292,7 +302,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
     if (data instanceof ArrayBuffer) {
       if (data.byteLength > 0) this.#queue.push(new Uint8Array(data));
     } else {
-      this.#readError = new Deno.errors.InvalidData(
+      this.#readError = new errors.InvalidData(
         `Cannot read from WebSocket ${this.#url}: received a text message, expected binary messages only`,
       );
       this.#queue = [];
@@ -314,24 +324,22 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
     }
   }
 
-  #closedError(action: string): Error {
-    return new Deno.errors.BadResource(
-      `Cannot ${action} WebSocket ${this.#url}: the flow is closed`,
-    );
-  }
-
   /**
-   * Reads received bytes into `p`.
+   * Reads received bytes into `p`. Concurrent reads are served in call
+   * order.
    *
    * @param p The buffer to fill.
    * @returns The number of bytes read, or `null` once the WebSocket closed
    * normally and every byte received was read.
    */
-  async read(p: Uint8Array): Promise<number | null> {
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#flow.read(p);
+  }
+
+  async #read(p: Uint8Array): Promise<number | null> {
     while (true) {
-      if (this.#closed) throw this.#closedError("read from");
+      if (this.#closed) return null; // the flow already rejected
       if (this.#queue.length > 0) {
-        if (p.length === 0) return 0;
         const chunk = this.#queue[0];
         const n = Math.min(p.length, chunk.length);
         p.set(chunk.subarray(0, n));
@@ -341,11 +349,6 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
       }
       if (this.#readError !== undefined) throw this.#readError;
       if (this.#info !== null) return null;
-      if (this.#wake !== null) {
-        throw new Deno.errors.Busy(
-          `Cannot read from WebSocket ${this.#url}: another read is pending`,
-        );
-      }
       await new Promise<void>((ok) => this.#wake = ok);
     }
   }
@@ -353,21 +356,17 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   /**
    * Sends `p` as one binary message (several when larger than
    * `maxMessageSize`), then waits while `bufferedAmount` is above the
-   * high-water mark.
+   * high-water mark. Concurrent writes go out in call order.
    *
    * @param p The bytes to send.
    * @returns `p.length`.
    */
-  async write(p: Uint8Array): Promise<number> {
-    if (this.#closed) throw this.#closedError("write to");
-    if (this.#writeClosed) {
-      throw new Deno.errors.BadResource(
-        `Cannot write to WebSocket ${this.#url}: it is closed for writing`,
-      );
-    }
+  write(p: Uint8Array): Promise<number> {
+    return this.#flow.write(p);
+  }
+
+  async #write(p: Uint8Array): Promise<number> {
     await this.#opened;
-    if (this.#closed) throw this.#closedError("write to");
-    if (p.length === 0) return 0;
     for (let offset = 0; offset < p.length; offset += this.#maxMessageSize) {
       if (this.socket.readyState !== WebSocket.OPEN) throw this.#brokenPipe();
       this.socket.send(p.slice(offset, offset + this.#maxMessageSize));
@@ -378,7 +377,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
 
   #brokenPipe(): Error {
     const info = this.#info;
-    return new Deno.errors.BrokenPipe(
+    return new errors.BrokenPipe(
       `Cannot write to WebSocket ${this.#url}: it is ${
         info === null
           ? "closing"
@@ -404,34 +403,42 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   /**
    * Waits until every message written is sent, then closes the WebSocket
    * with code 1000: WebSockets cannot half-close. Bytes already received
-   * can still be read. Idempotent.
+   * can still be read. Idempotent; a later `write` rejects with
+   * `BrokenPipe`.
    *
    * @returns A promise settled once the close is initiated.
    */
-  async closeWrite(): Promise<void> {
-    if (this.#closed) throw this.#closedError("close");
-    if (this.#writeClosed) return;
-    this.#writeClosed = true;
+  closeWrite(): Promise<void> {
+    return this.#flow.closeWrite();
+  }
+
+  async #closeWrite(): Promise<void> {
     await this.#opened;
     await this.#drain(0);
     this.#closeSocket(1000);
   }
 
-  #cancelRead(): void {
-    this.#queue = [];
-    this.#readError ??= this.#closedError("read from");
-  }
-
   /**
    * Closes the WebSocket with code 1000 and drops what was received but not
-   * read. Pending reads reject with `Deno.errors.BadResource`. Idempotent.
+   * read. Pending reads and writes reject with `errors.Interrupted`, later
+   * ones with `errors.BadResource`. Idempotent. Await
+   * {@linkcode WebSocketFlow.closed} (or use `await using`) to wait for the
+   * closing handshake.
    */
   close(): void {
-    if (this.#closed) return;
+    this.#flow.close();
+  }
+
+  #close(): void {
     this.#closed = true;
     this.#queue = [];
     this.#closeSocket(1000);
     this.#notify();
+  }
+
+  /** Closes the flow. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /**

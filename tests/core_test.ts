@@ -17,6 +17,7 @@ import {
   resolve,
   type ResolveEvent,
   unfold,
+  unfoldReport,
   value,
 } from "../mod.ts";
 
@@ -54,6 +55,15 @@ class MemoryFlow implements Flow {
   }
   get writable(): WritableStream<Uint8Array> {
     throw new Error("unused");
+  }
+  // Rule 8: with both disposers, resolve() returns this object itself (a
+  // flow without them is wrapped: see conformance_test.ts).
+  [Symbol.dispose](): void {
+    this.close();
+  }
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
   }
 }
 
@@ -258,7 +268,12 @@ Deno.test("rule 1: undefined adds nothing and a throw is kept and reported", asy
     .fold(proto.endpoint, [], () => {
       throw boom;
     });
-  assert.deepEqual(await unfold(ctx), []);
+  // No candidate: only the report that carries the failure to connect().
+  const endpoints = await unfold(ctx);
+  assert.deepEqual(endpoints.map((e) => e.value), [unfoldReport]);
+  const copied = await connect([...endpoints]).catch((e) => e);
+  assert.ok(copied instanceof NotFoundError);
+  assert.deepEqual(copied.folds, [{ name: "fold rule1c", error: boom }]);
   const error = await resolve(ctx, { onEvent: (e) => events.push(e) }).catch((
     e,
   ) => e);

@@ -9,6 +9,7 @@ import {
 } from "../src/pipe.ts";
 import {
   randomBytes,
+  readAll,
   readAllRandomly,
   sha256,
   writeAllRandomly,
@@ -164,8 +165,9 @@ Deno.test("pipe() half-closes", async () => {
   await b.write(encoder.encode("reply"));
   await b.closeWrite();
   assert.equal(await new Response(a.readable).text(), "reply");
+  // Flow contract rule 3: a write after closeWrite() is a BrokenPipe.
   await assert.rejects(a.write(encoder.encode("x")), (error: Error) => {
-    assert.ok(error instanceof Deno.errors.BadResource);
+    assert.ok(error instanceof Deno.errors.BrokenPipe);
     assert.match(error.message, /^Cannot write to pipe flow: it is closed/);
     return true;
   });
@@ -199,11 +201,11 @@ Deno.test("pipe() close lets the peer read what was accepted", async () => {
   b.close();
 });
 
-Deno.test("pipe() close rejects its own pending read with BadResource", async () => {
+Deno.test("pipe() close rejects its own pending read with Interrupted", async () => {
   const [a, b] = pipe();
   const read = a.read(new Uint8Array(8));
   a.close();
-  await assert.rejects(read, Deno.errors.BadResource);
+  await assert.rejects(read, Deno.errors.Interrupted); // Flow contract rule 4
   b.close();
 });
 
@@ -221,11 +223,11 @@ Deno.test("pipe() close rejects the peer's pending and later writes with BrokenP
   a.close();
 });
 
-Deno.test("pipe() close rejects its own pending write with BadResource", async () => {
+Deno.test("pipe() close rejects its own pending write with Interrupted", async () => {
   const [a, b] = pipe({ highWaterMark: 4 });
   const write = a.write(new Uint8Array(100));
   a.close();
-  await assert.rejects(write, Deno.errors.BadResource);
+  await assert.rejects(write, Deno.errors.Interrupted); // Flow contract rule 4
   b.close();
 });
 
@@ -233,7 +235,8 @@ Deno.test("PipeFlow.write() rejects with BadResource after close", async () => {
   const [a, b] = pipe();
   a.close();
   a.close(); // idempotent
-  await a.closeWrite(); // harmless
+  // Flow contract rule 4: closeWrite() after close() is a BadResource.
+  await assert.rejects(a.closeWrite(), Deno.errors.BadResource);
   await assert.rejects(a.write(new Uint8Array(1)), {
     name: "BadResource",
     message: "Cannot write to pipe flow: it is closed",
@@ -297,13 +300,16 @@ Deno.test("PipeFlow.readable supports BYOB readers", async () => {
   b.close();
 });
 
-Deno.test("PipeFlow.readable cancel closes the read side only", async () => {
+Deno.test("PipeFlow.readable cancel ends the stream only", async () => {
+  // Flow contract rule 5: cancelling readable touches neither the write side
+  // nor the resource; read() keeps the same position.
   const [a, b] = pipe();
-  await a.write(encoder.encode("dropped"));
+  await a.write(encoder.encode("kept"));
   const reader = b.readable.getReader();
   await reader.cancel();
-  await assert.rejects(a.write(encoder.encode("more")), Deno.errors.BrokenPipe);
-  assert.equal(await b.read(new Uint8Array(4)), null);
+  await a.write(encoder.encode(" more"));
+  await a.closeWrite();
+  assert.equal(decoder.decode(await readAll(b)), "kept more");
   // b can still write.
   await b.write(encoder.encode("still"));
   await b.closeWrite();

@@ -72,9 +72,10 @@ Deno.test("spawnFlow() reads and writes with read() and write()", async () => {
   assert.equal(decoder.decode(rest.subarray(0, 3)), "llo");
   assert.equal(await flow.read(rest), null);
   assert.equal(await flow.read(rest), null);
+  // Flow contract rule 3: a write after closeWrite() is a BrokenPipe.
   await assert.rejects(
     flow.write(encoder.encode("x")),
-    Deno.errors.BadResource,
+    Deno.errors.BrokenPipe,
   );
 });
 
@@ -157,7 +158,7 @@ Deno.test("ProcessFlow.close() kills a running process", async () => {
   const pending = flow.read(new Uint8Array(8));
   flow.close();
   flow.close(); // idempotent
-  await assert.rejects(pending, Deno.errors.BadResource);
+  await assert.rejects(pending, Deno.errors.Interrupted); // contract rule 4
   const status = await flow.status;
   assert.equal(status.signal, "SIGTERM");
   await assert.rejects(flow.write(new Uint8Array(1)), Deno.errors.BadResource);

@@ -10,6 +10,7 @@ import {
   tcp,
   unix,
 } from "../src/tcp.ts";
+import { FakeTime } from "./_fake_time.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -84,17 +85,17 @@ function fakeLookup(
     });
 }
 
-/** Records attempt events with their time since creation. */
-function recorder(): {
+/** Records attempt events with their time since creation (on `clock`). */
+function recorder(clock: () => number = () => performance.now()): {
   events: (AttemptEvent & { at: number })[];
   onAttempt: (event: AttemptEvent) => void;
   started: () => string[];
 } {
-  const t0 = performance.now();
+  const t0 = clock();
   const events: (AttemptEvent & { at: number })[] = [];
   return {
     events,
-    onAttempt: (event) => events.push({ ...event, at: performance.now() - t0 }),
+    onAttempt: (event) => events.push({ ...event, at: clock() - t0 }),
     started: () =>
       events.filter((e) => e.type === "start").map((e) => e.address),
   };
@@ -361,11 +362,16 @@ Deno.test("unix handles missing sockets and wrong shapes", async () => {
 Deno.test("connectHappyEyeballs falls back from a refused ::1 to 127.0.0.1", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
-  const trace = recorder();
-  await using conn = await connectHappyEyeballs("service.test", port, {
+  // On a fake clock that only moves for the lookups (at 0 ms), the 250 ms
+  // attempt delay never passes: only the failure can start the next attempt.
+  using time = new FakeTime();
+  const trace = recorder(() => time.now);
+  const pending = connectHappyEyeballs("service.test", port, {
     lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }),
     onAttempt: trace.onAttempt,
   });
+  await time.tick(0);
+  await using conn = await pending;
   using _server = await listener.accept();
   assert.equal(conn.remoteAddr.hostname, "127.0.0.1");
   assert.deepEqual(trace.events.map((e) => [e.type, e.address]), [
@@ -375,7 +381,7 @@ Deno.test("connectHappyEyeballs falls back from a refused ::1 to 127.0.0.1", asy
     ["connected", "127.0.0.1"],
   ]);
   // The failure started the next attempt at once, not after 250 ms.
-  assert.ok(trace.events[2].at < 150, `${trace.events[2].at}`);
+  assert.equal(trace.events[2].at, 0);
 });
 
 Deno.test("connectHappyEyeballs answers localhost without DNS", async () => {
@@ -445,29 +451,30 @@ Deno.test("connectHappyEyeballs reports every real address's error", async () =>
 
 Deno.test("connectHappyEyeballs starts the next attempt after attemptDelay", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const trace = recorder();
+  using time = new FakeTime();
+  const trace = recorder(() => time.now);
   let slowSignal: AbortSignal | undefined;
-  await using conn = await connectHappyEyeballs(
-    "slow.test",
-    listener.addr.port,
-    {
-      attemptDelay: 100,
-      lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }),
-      connect: ({ hostname, port, signal }) => {
-        if (hostname === "::1") {
-          slowSignal = signal;
-          return hang(signal);
-        }
-        return Deno.connect({ hostname, port });
-      },
-      onAttempt: trace.onAttempt,
+  const pending = connectHappyEyeballs("slow.test", listener.addr.port, {
+    attemptDelay: 100,
+    lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }),
+    connect: ({ hostname, port, signal }) => {
+      if (hostname === "::1") {
+        slowSignal = signal;
+        return hang(signal);
+      }
+      return Deno.connect({ hostname, port });
     },
-  );
+    onAttempt: trace.onAttempt,
+  });
+  await time.tick(99);
+  assert.deepEqual(trace.started(), ["::1"], "the second waits 100 ms");
+  await time.tick(1);
+  assert.deepEqual(trace.started(), ["::1", "127.0.0.1"]);
+  await using conn = await pending;
   using _server = await listener.accept();
   assert.equal(conn.remoteAddr.hostname, "127.0.0.1");
   const [first, second] = trace.events.filter((e) => e.type === "start");
-  const gap = second.at - first.at;
-  assert.ok(gap >= 95 && gap < 400, `gap ${gap}`);
+  assert.equal(second.at - first.at, 100);
   assert.ok(slowSignal?.aborted, "the losing attempt is aborted");
   assert.deepEqual(trace.events.map((e) => [e.type, e.address]), [
     ["start", "::1"],
@@ -510,38 +517,38 @@ Deno.test("connectHappyEyeballs takes the first to connect and closes the late o
 });
 
 Deno.test("connectHappyEyeballs waits the resolution delay for AAAA", async (t) => {
-  const run = async (aaaaDelay: number) => {
-    const trace = recorder();
-    await connectHappyEyeballs("dual.test", 80, {
-      lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }, {
-        AAAA: aaaaDelay,
-      }),
+  const run = async (delays: { A?: number; AAAA?: number }) => {
+    using time = new FakeTime();
+    const trace = recorder(() => time.now);
+    const done = connectHappyEyeballs("dual.test", 80, {
+      lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }, delays),
       connect: ({ hostname }) => refused(hostname),
       onAttempt: trace.onAttempt,
-    }).catch((e) => assert.ok(e instanceof AggregateError));
+    }).catch((e) => e);
+    await time.tick(1000);
+    assert.ok(await done instanceof AggregateError);
     return trace.events.filter((e) => e.type === "start");
   };
   await t.step("AAAA within 50 ms goes first", async () => {
-    const starts = await run(15);
-    assert.deepEqual(starts.map((e) => e.address), ["::1", "127.0.0.1"]);
+    const starts = await run({ AAAA: 15 });
+    assert.deepEqual(starts.map((e) => [e.address, e.at]), [
+      ["::1", 15],
+      ["127.0.0.1", 15],
+    ]);
   });
   await t.step("A goes alone once 50 ms have passed", async () => {
-    const starts = await run(200);
-    assert.deepEqual(starts.map((e) => e.address), ["127.0.0.1", "::1"]);
-    assert.ok(starts[0].at >= 45 && starts[0].at < 190, `${starts[0].at}`);
-    assert.ok(starts[1].at >= 190, `${starts[1].at}`);
+    const starts = await run({ AAAA: 200 });
+    assert.deepEqual(starts.map((e) => [e.address, e.at]), [
+      ["127.0.0.1", 50],
+      ["::1", 200],
+    ]);
   });
   await t.step("AAAA first starts at once", async () => {
-    const trace = recorder();
-    await connectHappyEyeballs("dual.test", 80, {
-      lookup: fakeLookup({ AAAA: ["::1"], A: ["127.0.0.1"] }, { A: 100 }),
-      connect: ({ hostname }) => refused(hostname),
-      onAttempt: trace.onAttempt,
-    }).catch(() => {});
-    const starts = trace.events.filter((e) => e.type === "start");
-    assert.equal(starts[0].address, "::1");
-    assert.ok(starts[0].at < 40, `${starts[0].at}`);
-    assert.equal(starts[1].address, "127.0.0.1");
+    const starts = await run({ A: 100 });
+    assert.deepEqual(starts.map((e) => [e.address, e.at]), [
+      ["::1", 0],
+      ["127.0.0.1", 100],
+    ]);
   });
 });
 
