@@ -20,6 +20,7 @@
  */
 
 import type { Flow } from "./flow.ts";
+import { errors } from "./errors.ts";
 
 /** The default size of the chunks a readable allocates for default readers. */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -166,7 +167,7 @@ export function writableFromFlow(
           offset === 0 ? chunk : chunk.subarray(offset),
         );
         if (n <= 0) {
-          throw new Deno.errors.WriteZero(
+          throw new errors.WriteZero(
             "Cannot write to flow: it accepted zero bytes",
           );
         }

@@ -42,6 +42,7 @@
 import { type Protocol, register, type Value } from "../mod.ts";
 import type { Flow } from "./flow.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow, Protocol, Value };
 
@@ -190,7 +191,7 @@ interface PendingRead {
 }
 
 function brokenPipe(): Error {
-  return new Deno.errors.BrokenPipe(
+  return new errors.BrokenPipe(
     "Cannot write to pipe flow: the peer closed it",
   );
 }
@@ -366,7 +367,7 @@ class PipeEnd implements PipeFlow {
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) {
       return Promise.reject(
-        new Deno.errors.BadResource(
+        new errors.BadResource(
           "Cannot read from pipe flow: it is closed",
         ),
       );
@@ -377,7 +378,7 @@ class PipeEnd implements PipeFlow {
   write(p: Uint8Array): Promise<number> {
     if (this.#writeClosed) {
       return Promise.reject(
-        new Deno.errors.BadResource(
+        new errors.BadResource(
           this.#closed
             ? "Cannot write to pipe flow: it is closed"
             : "Cannot write to pipe flow: it is closed for writing",
@@ -400,12 +401,12 @@ class PipeEnd implements PipeFlow {
     this.#closed = true;
     this.#writeClosed = true;
     this.#out.abortWrites(
-      new Deno.errors.BadResource(
+      new errors.BadResource(
         "Cannot write to pipe flow: it is closed",
       ),
     );
     this.#in.closeRead(
-      new Deno.errors.BadResource("Cannot read from pipe flow: it is closed"),
+      new errors.BadResource("Cannot read from pipe flow: it is closed"),
     );
   }
 
@@ -517,7 +518,7 @@ export class PipeListener
    */
   connect(): PipeFlow {
     if (this.#closed) {
-      throw new Deno.errors.ConnectionRefused(
+      throw new errors.ConnectionRefused(
         `Cannot connect to pipe listener ${this.name}: it is closed`,
       );
     }
@@ -593,7 +594,7 @@ export class PipeListener
   }
 
   #closedError(): Error {
-    return new Deno.errors.BadResource(
+    return new errors.BadResource(
       `Cannot accept on pipe listener ${this.name}: it is closed`,
     );
   }

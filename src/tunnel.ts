@@ -29,6 +29,7 @@ import type { Flow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { resolve } from "./resolve.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow } from "./flow.ts";
 export type { Protocol } from "./protocol.ts";
@@ -186,7 +187,7 @@ export class TunnelFlow implements Flow, AsyncDisposable {
   }
 
   #closedError(action: string): Error {
-    return new Deno.errors.BadResource(
+    return new errors.BadResource(
       `Cannot ${action} tunnel to ${
         authorityOf(this.target)
       }: the flow is closed`,
@@ -312,7 +313,7 @@ function parseHead(authority: string, text: string): TunnelResponse {
   const lines = text.split("\r\n");
   const match = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]);
   if (match === null) {
-    throw new Deno.errors.InvalidData(
+    throw new errors.InvalidData(
       `Cannot CONNECT to ${authority}: the proxy answered with an invalid status line ${
         JSON.stringify(lines[0].slice(0, 80))
       }`,
@@ -340,7 +341,7 @@ async function writeAll(flow: Flow, p: Uint8Array): Promise<void> {
   for (let offset = 0; offset < p.length;) {
     const n = await flow.write(p.subarray(offset));
     if (n <= 0) {
-      throw new Deno.errors.WriteZero(
+      throw new errors.WriteZero(
         "Cannot write CONNECT request: the flow accepted zero bytes",
       );
     }
@@ -444,7 +445,7 @@ export async function connectTunnel(
     while (end < 0) {
       if (length === buf.length) {
         if (buf.length >= maxHeadSize + 4) {
-          throw new Deno.errors.InvalidData(
+          throw new errors.InvalidData(
             `Cannot CONNECT to ${authority}: the proxy's response head exceeds ${maxHeadSize} bytes`,
           );
         }
@@ -456,7 +457,7 @@ export async function connectTunnel(
       }
       const n = await race(flow.read(buf.subarray(length)));
       if (n === null) {
-        throw new Deno.errors.UnexpectedEof(
+        throw new errors.UnexpectedEof(
           `Cannot CONNECT to ${authority}: the proxy closed the connection before answering`,
         );
       }

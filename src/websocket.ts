@@ -44,6 +44,7 @@
 import type { Flow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { errors } from "./errors.ts";
 
 export type { Flow } from "./flow.ts";
 export type { Protocol } from "./protocol.ts";
@@ -292,7 +293,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
     if (data instanceof ArrayBuffer) {
       if (data.byteLength > 0) this.#queue.push(new Uint8Array(data));
     } else {
-      this.#readError = new Deno.errors.InvalidData(
+      this.#readError = new errors.InvalidData(
         `Cannot read from WebSocket ${this.#url}: received a text message, expected binary messages only`,
       );
       this.#queue = [];
@@ -315,7 +316,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   }
 
   #closedError(action: string): Error {
-    return new Deno.errors.BadResource(
+    return new errors.BadResource(
       `Cannot ${action} WebSocket ${this.#url}: the flow is closed`,
     );
   }
@@ -342,7 +343,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
       if (this.#readError !== undefined) throw this.#readError;
       if (this.#info !== null) return null;
       if (this.#wake !== null) {
-        throw new Deno.errors.Busy(
+        throw new errors.Busy(
           `Cannot read from WebSocket ${this.#url}: another read is pending`,
         );
       }
@@ -361,7 +362,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
   async write(p: Uint8Array): Promise<number> {
     if (this.#closed) throw this.#closedError("write to");
     if (this.#writeClosed) {
-      throw new Deno.errors.BadResource(
+      throw new errors.BadResource(
         `Cannot write to WebSocket ${this.#url}: it is closed for writing`,
       );
     }
@@ -378,7 +379,7 @@ export class WebSocketFlow implements Flow, AsyncDisposable {
 
   #brokenPipe(): Error {
     const info = this.#info;
-    return new Deno.errors.BrokenPipe(
+    return new errors.BrokenPipe(
       `Cannot write to WebSocket ${this.#url}: it is ${
         info === null
           ? "closing"
