@@ -46,6 +46,8 @@ import type { IncomingMessage, Server } from "node:http";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
 import {
+  type Arg,
+  type ArgTypes,
   type Context,
   errors,
   type Flow,
@@ -53,11 +55,22 @@ import {
   type Protocol,
   register,
   resolve,
+  type ResolveEvent,
   type ResolveOptions,
+  type Value,
 } from "../mod.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
 
-export type { Context, Flow, Protocol, ResolveOptions };
+export type {
+  Arg,
+  ArgTypes,
+  Context,
+  Flow,
+  Protocol,
+  ResolveEvent,
+  ResolveOptions,
+  Value,
+};
 
 /** The default size of the buffer {@linkcode toDuplex} reads into. */
 export const DEFAULT_READ_SIZE = 64 * 1024;
@@ -273,6 +286,7 @@ export class FlowDuplex extends Duplex {
     }
   }
 
+  /** `node:stream`'s read hook: reads the flow while the consumer wants bytes. */
   override _read(): void {
     this.#wanted = true;
     if (!this.#reading) void this.#pull();
@@ -327,6 +341,7 @@ export class FlowDuplex extends Duplex {
     this.#touch();
   }
 
+  /** `node:stream`'s write hook: writes every byte of `chunk` to the flow. */
   override _write(
     chunk: Buffer,
     _encoding: string,
@@ -335,6 +350,7 @@ export class FlowDuplex extends Duplex {
     this.#writeAll(chunk).then(() => callback(), callback);
   }
 
+  /** `node:stream`'s batch write hook: corked chunks go out as one write. */
   override _writev(
     chunks: { chunk: Buffer; encoding: string }[],
     callback: (error?: Error | null) => void,
@@ -345,10 +361,12 @@ export class FlowDuplex extends Duplex {
     this.#writeAll(data).then(() => callback(), callback);
   }
 
+  /** `node:stream`'s end hook: `closeWrite()`. */
   override _final(callback: (error?: Error | null) => void): void {
     this.#flow.closeWrite().then(() => callback(), callback);
   }
 
+  /** `node:stream`'s destroy hook: `close()`. */
   override _destroy(
     error: Error | null,
     callback: (error?: Error | null) => void,
