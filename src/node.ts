@@ -1059,10 +1059,10 @@ export type HttpConnector = (
 
 /**
  * A `node:http` `createConnection` over any context: give it as the
- * `createConnection` option of `http.request` or set it on an `http.Agent`.
- * For `https:` URLs the context does the TLS (`node:https` would wrap the
- * socket in its own TLS: use `node:http` with an `https:` target instead,
- * or undici with {@linkcode undiciConnect}).
+ * `createConnection` option of `http.request` or `https.request`, or set it
+ * on an `http.Agent`. The context does the TLS for `https:` targets: given
+ * `createConnection` (and no `agent`), `https.request` uses the connection
+ * as it is, without its own TLS.
  *
  * @param contextFor The context for a target.
  * @param options The resolution's signal and trace.
