@@ -8,7 +8,7 @@
  * @module
  */
 
-import { empty, errors, resolve } from "../../mod.ts";
+import { empty, errors, resolve, unfold } from "../../mod.ts";
 import { listenPipe, pipe, pipeProtocol } from "../../src/pipe.ts";
 import {
   acceptTls,
@@ -17,6 +17,7 @@ import {
   TlsError,
   type TlsFlow,
 } from "../../src/tls.ts";
+import { fromUri, host, path, port } from "../../src/uri.ts";
 
 /** What the runner hands every runtime: PEMs and where the servers are. */
 export interface PortableConfig {
@@ -298,6 +299,23 @@ export function pipeCases(config: PortableConfig): Case[] {
           "write after close",
         );
         b.close();
+      },
+    },
+    {
+      name: "src/uri.ts loads off Deno: an https URL unfolds to tls over tcp",
+      run: async () => {
+        const ctx = fromUri("https://LocalHost:8443/x?y");
+        check(ctx.get(host) === "localhost", `host ${ctx.get(host)}`);
+        check(ctx.get(port) === 8443, `port ${ctx.get(port)}`);
+        check(ctx.get(path) === "/x", `path ${ctx.get(path)}`);
+        const endpoint = (await unfold(ctx)).find((e) =>
+          e.value === tls.endpoint
+        );
+        const data = endpoint?.data as
+          | { hostname: string; alpnProtocols?: string[] }
+          | undefined;
+        check(data?.hostname === "localhost", "no tls endpoint for localhost");
+        check(data.alpnProtocols?.[0] === "http/1.1", "no http/1.1 ALPN");
       },
     },
     {
