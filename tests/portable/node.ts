@@ -13,9 +13,10 @@
 import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
-import type { AddressInfo } from "node:net";
+import * as net from "node:net";
 import process from "node:process";
-import { empty, resolve } from "../../mod.ts";
+import { Buffer } from "node:buffer";
+import { empty, errors, resolve } from "../../mod.ts";
 import { listenPipe, pipeProtocol } from "../../src/pipe.ts";
 import { acceptTls, tls, type TlsFlow } from "../../src/tls.ts";
 import {
@@ -33,7 +34,9 @@ import {
   type PortableConfig,
   randomBytes,
   readAll,
+  rejects,
   runCases,
+  writeAll,
 } from "./cases.ts";
 
 const [runtime = "node", configPath] = process.argv.slice(2);
@@ -66,7 +69,127 @@ function get(
   });
 }
 
+/** A node:net server on 127.0.0.1 running `onSocket` for each connection. */
+async function netServer(
+  onSocket: (socket: net.Socket) => void,
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    onSocket(socket);
+  });
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise((ok) => {
+        server.close(() => ok());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}
+
+function connectNet(port: number) {
+  return resolve(
+    empty.add(netTcp.endpoint, { hostname: "127.0.0.1", port }),
+  );
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
 const nodeCases: Case[] = [
+  {
+    name:
+      "fromDuplex over the runtime's node:net: half-close both ways, addresses",
+    run: async () => {
+      // The peer answers after our half-close, then half-closes itself.
+      const server = await netServer((socket) => {
+        const chunks: Uint8Array[] = [];
+        socket.on("data", (c: Uint8Array) => chunks.push(c));
+        socket.on("end", () => {
+          const got = dec.decode(Buffer.concat(chunks));
+          socket.end(`got ${got}`);
+        });
+      });
+      try {
+        const flow = await connectNet(server.port);
+        const addr = (flow as { remoteAddr?: { port: number } }).remoteAddr;
+        check(addr?.port === server.port, `remoteAddr ${JSON.stringify(addr)}`);
+        await writeAll(flow, enc.encode("ping"));
+        await flow.closeWrite();
+        check(dec.decode(await readAll(flow)) === "got ping", "answer");
+        check(await flow.read(new Uint8Array(1)) === null, "null again");
+        await rejects(
+          flow.write(enc.encode("x")),
+          (e) => e instanceof errors.BrokenPipe,
+          "write after closeWrite",
+        );
+        flow.close();
+        await rejects(
+          flow.read(new Uint8Array(1)),
+          (e) => e instanceof errors.BadResource,
+          "read after close",
+        );
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name:
+      "fromDuplex over the runtime's node:net: a peer's RST is ConnectionReset",
+    run: async () => {
+      const server = await netServer((socket) => {
+        socket.once("data", () => socket.resetAndDestroy());
+      });
+      try {
+        const flow = await connectNet(server.port);
+        const reading = flow.read(new Uint8Array(8));
+        await writeAll(flow, enc.encode("reset me"));
+        await rejects(
+          reading,
+          (e) =>
+            e instanceof errors.ConnectionReset && e.name === "ConnectionReset",
+          "read after RST",
+        );
+        flow.close();
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name:
+      "fromDuplex: close() interrupts a pending read; a refused connect is ConnectionRefused",
+    run: async () => {
+      const server = await netServer(() => {});
+      const { port } = server;
+      try {
+        const flow = await connectNet(port);
+        const reading = flow.read(new Uint8Array(8));
+        flow.close();
+        await rejects(
+          reading,
+          (e) => e instanceof errors.Interrupted,
+          "pending read at close",
+        );
+      } finally {
+        await server.close();
+      }
+      await rejects(
+        connectNet(port),
+        (e) => {
+          const first = (e as { attempts?: { error: unknown }[] }).attempts
+            ?.[0];
+          return first?.error instanceof errors.ConnectionRefused;
+        },
+        "connect to a closed port",
+      );
+    },
+  },
   {
     name: "TLS over node:net to openssl s_server (GET, close_notify)",
     run: async () => {
@@ -89,7 +212,7 @@ const nodeCases: Case[] = [
       );
       await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
       try {
-        const { port } = server.address() as AddressInfo;
+        const { port } = server.address() as net.AddressInfo;
         const flow = await tlsOverNet(port);
         const body = randomBytes(1024 * 1024);
         const head = `PUT /up HTTP/1.1\r\nHost: localhost\r\n` +
