@@ -304,9 +304,11 @@ export class FlowDuplex extends Duplex {
           this.push(null);
           return;
         }
-        if (n === 0) {
-          this.#wanted = true;
-          continue;
+        if (!(n > 0)) {
+          // Flow rule 1: a read of a non-empty buffer never resolves 0.
+          throw new errors.InvalidData(
+            `Cannot read from duplex: the flow's read resolved ${n} bytes`,
+          );
         }
         this.#touch();
         let chunk: Buffer;
