@@ -401,6 +401,14 @@ Deno.test("toDuplex() destroy() closes the flow; the flow's errors destroy the d
   });
   assert.ok(e3 instanceof errors.WriteZero);
   d3.destroy();
+
+  // A read that resolves 0 (against rule 1): InvalidData, not a spin.
+  const d4 = toDuplex({ ...broken, read: () => Promise.resolve(0) });
+  const e4 = await new Promise((ok) => {
+    d4.on("error", ok);
+    d4.resume();
+  });
+  assert.ok(e4 instanceof errors.InvalidData);
 });
 
 Deno.test("toDuplex() setTimeout() emits timeout after inactivity", async () => {
