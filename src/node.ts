@@ -974,10 +974,15 @@ async function connectDuplex(
   const duplex = toDuplex(flow);
   const handshake = (flow as { handshake?: unknown }).handshake;
   if (typeof handshake === "function") {
-    const info = await (handshake.call(flow) as Promise<
-      { alpnProtocol?: string | null }
-    >);
-    duplex.alpnProtocol = info.alpnProtocol ?? false;
+    try {
+      const info = await (handshake.call(flow) as Promise<
+        { alpnProtocol?: string | null }
+      >);
+      duplex.alpnProtocol = info.alpnProtocol ?? false;
+    } catch (error) {
+      duplex.destroy(); // closes the flow
+      throw error;
+    }
   }
   return duplex;
 }
