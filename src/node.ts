@@ -42,7 +42,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import type { IncomingMessage, Server } from "node:http";
+import type { Server } from "node:http";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
 import {
@@ -1168,5 +1168,3 @@ export function serveHttp(server: Server, flow: Flow): Promise<void> {
   server.emit("connection", duplex);
   return closed;
 }
-
-export type { IncomingMessage, Server };
