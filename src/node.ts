@@ -1,6 +1,6 @@
 /**
  * Glue between flows and the Node ecosystem's streams, for Deno, Node and
- * Bun (this entry point imports `node:stream`, `node:net` and `node:http`,
+ * Bun (this entry point imports `node:stream`, `node:net` and `node:buffer`,
  * which all three provide; it is not for browsers).
  *
  * - {@linkcode toDuplex}: a {@linkcode Flow} as a `node:stream` `Duplex`
