@@ -18,6 +18,7 @@ import {
   type TlsFlow,
 } from "../../src/tls.ts";
 import { fromUri, host, path, port } from "../../src/uri.ts";
+import { engineInfo } from "../../src/_engine.ts";
 
 /** What the runner hands every runtime: PEMs and where the servers are. */
 export interface PortableConfig {
@@ -36,7 +37,8 @@ export interface PortableConfig {
 /** One case: a name and an async body that throws on failure. */
 export interface Case {
   name: string;
-  run: () => Promise<void>;
+  /** Throws on failure; may resolve to a note printed after the name. */
+  run: () => Promise<string | void>;
 }
 
 /** The outcome of a run. */
@@ -88,9 +90,9 @@ export async function runCases(
   for (const c of cases) {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([
+      const note = await Promise.race([
         c.run(),
-        new Promise((_, ko) => {
+        new Promise<never>((_, ko) => {
           timer = setTimeout(
             () => ko(new Error(`timed out after ${timeoutMs} ms`)),
             timeoutMs,
@@ -98,7 +100,7 @@ export async function runCases(
         }),
       ]);
       summary.passed++;
-      out(`${runtime}: ok ${c.name}`);
+      out(`${runtime}: ok ${c.name}${note ? ` (${note})` : ""}`);
     } catch (e) {
       summary.failed++;
       out(`${runtime}: FAILED ${c.name}: ${describe(e)}`);
@@ -213,6 +215,10 @@ export function pipeCases(config: PortableConfig): Case[] {
         check(c.peerCertificates.length >= 1, "no peer certificate");
         client.close();
         server.close();
+        const engine = await engineInfo();
+        return `${c.cipherSuite}; record protection: ${
+          engine.hostAead ?? "the engine's own ciphers"
+        }, self-test ${engine.selfTest}`;
       },
     },
     {
