@@ -251,13 +251,9 @@ export function pipeCases(config: PortableConfig): Case[] {
         await writeAll(server, enc.encode("answer"));
         await server.closeWrite();
         check(dec.decode(await readAll(client)) === "answer", "answer");
-        // Flow rule 3 says BrokenPipe; src/tls.ts still says BadResource
-        // (its owner fixes it; the conformance suite checks the rule).
         await rejects(
           client.write(enc.encode("x")),
-          (e) =>
-            (e instanceof errors.BrokenPipe && e.name === "BrokenPipe") ||
-            (e instanceof errors.BadResource && e.name === "BadResource"),
+          (e) => e instanceof errors.BrokenPipe && e.name === "BrokenPipe",
           "write after closeWrite",
         );
         client.close();
