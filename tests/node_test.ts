@@ -24,7 +24,14 @@ import * as net from "node:net";
 import { Duplex, PassThrough } from "node:stream";
 import { Agent, request as undiciRequest } from "undici";
 import git from "isomorphic-git";
-import { type Context, empty, errors, register, resolve } from "../mod.ts";
+import {
+  type Context,
+  empty,
+  errors,
+  NotFoundError,
+  register,
+  resolve,
+} from "../mod.ts";
 import {
   createConnection,
   type DuplexFlow,
@@ -849,4 +856,26 @@ Deno.test("isomorphic-git lists refs over https through undici over our TLS", as
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("undiciConnect() and createConnection() pass resolution failures to the client", async () => {
+  // Nothing to connect: undici's request and node:http's request both fail
+  // with the resolver's NotFoundError, not a hang.
+  const dispatcher = new Agent({ connect: undiciConnect(() => empty) });
+  try {
+    await assert.rejects(
+      undiciRequest("http://nowhere.test/", { dispatcher }),
+      NotFoundError,
+    );
+  } finally {
+    await dispatcher.close();
+  }
+  const error = await new Promise<unknown>((ok) => {
+    const req = http.request("http://nowhere.test/", {
+      createConnection: createConnection(() => empty),
+    }, () => ok(new Error("answered")));
+    req.on("error", ok);
+    req.end();
+  });
+  assert.ok(error instanceof NotFoundError, String(error));
 });
