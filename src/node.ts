@@ -511,6 +511,7 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
   #writable: WritableStream<Uint8Array> | undefined;
   #localAddr: NetAddr | undefined;
   #remoteAddr: NetAddr | undefined;
+  #ownsChunks: boolean;
 
   /**
    * Wraps `duplex`; prefer {@linkcode fromDuplex}.
@@ -519,6 +520,7 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
    */
   constructor(duplex: Duplex) {
     this.#duplex = duplex;
+    this.#ownsChunks = duplex instanceof net.Socket;
     this.#localAddr = this.#addr("local");
     this.#remoteAddr = this.#addr("remote");
     duplex.on("readable", () => this.#pump());
@@ -636,10 +638,14 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
     }
     if (this.#error) return Promise.reject(this.#error);
     if (p.length === 0) return Promise.resolve(0);
+    // A net.Socket is done with the bytes when its callback runs; another
+    // Duplex (a PassThrough) may hand the very chunk to its reader, so it
+    // gets a copy the caller cannot overwrite by reusing `p`.
+    const chunk = this.#ownsChunks ? p : Buffer.from(p);
     return new Promise((ok, ko) => {
       const pending: Pending = { ko };
       this.#writes.add(pending);
-      this.#duplex.write(p, (error?: Error | null) => {
+      this.#duplex.write(chunk, (error?: Error | null) => {
         if (!this.#writes.delete(pending)) return; // closed meanwhile
         if (error) {
           ko(this.#error ?? ioError(error, "Cannot write to duplex flow"));
@@ -656,6 +662,9 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
    */
   closeWrite(): Promise<void> {
     if (this.#closed) return this.#badResource("half-close");
+    if (this.#closeWrite === undefined && this.#error) {
+      return Promise.reject(this.#error);
+    }
     return this.#closeWrite ??= new Promise<void>((ok, ko) => {
       const pending: Pending = { ko };
       this.#writes.add(pending);

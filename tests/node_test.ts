@@ -879,3 +879,26 @@ Deno.test("undiciConnect() and createConnection() pass resolution failures to th
   });
   assert.ok(error instanceof NotFoundError, String(error));
 });
+
+Deno.test("fromDuplex() write: the caller may reuse its buffer once the write resolved", async () => {
+  // A PassThrough hands written chunks to its reader as they are: here the
+  // flow's own read side (it loops back).
+  const flow = fromDuplex(new PassThrough());
+  const p = enc.encode("first");
+  assert.equal(await flow.write(p), 5);
+  p.fill(0x78); // reused by the caller
+  const buf = new Uint8Array(16);
+  const n = await flow.read(buf);
+  assert.equal(dec.decode(buf.subarray(0, n!)), "first");
+  flow.close();
+
+  // After a reset, closeWrite() rejects with the reset, too.
+  const reset = new PassThrough();
+  const flow2 = fromDuplex(reset);
+  reset.destroy(
+    Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
+  );
+  await assert.rejects(flow2.read(new Uint8Array(1)), errors.ConnectionReset);
+  await assert.rejects(flow2.closeWrite(), errors.ConnectionReset);
+  flow2.close();
+});
