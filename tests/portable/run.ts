@@ -9,7 +9,7 @@
  * | `node20` (the machine's) | `$MIMIC_NODE20`, default `/usr/bin/node` |
  * | `node<major>` (an LTS from npm) | `$MIMIC_PORTABLE_TOOLS/node_modules/.bin/node` |
  * | `bun` (from npm) | `$MIMIC_PORTABLE_TOOLS/node_modules/.bin/bun` |
- * | `chromium` (Debian's headless shell) | `chromium-headless-shell` |
+ * | `chromium` (Debian's headless shell) | `$MIMIC_CHROMIUM`, default `/usr/lib/chromium/chromium-headless-shell` |
  *
  * `MIMIC_PORTABLE_TOOLS` defaults to `~/.cache/mimic-portable`; `.ci/run`
  * installs `node@24` and `bun` there with npm. Each runtime prints one line
@@ -298,8 +298,15 @@ async function main(): Promise<number> {
       );
     }
     if (wanted("chromium")) {
+      // Debian's /usr/bin/chromium-headless-shell is a shell script that
+      // runs the binary as its child: start the binary itself, so that
+      // killing it ends the browser.
       const chromium = Deno.env.get("MIMIC_CHROMIUM") ??
-        which("chromium-headless-shell") ?? which("chromium");
+        [
+          "/usr/lib/chromium/chromium-headless-shell",
+          which("chromium-headless-shell"),
+          which("chromium"),
+        ].find((p) => p !== undefined && exists(p));
       if (chromium === undefined) {
         outcomes.push({
           runtime: "chromium",
