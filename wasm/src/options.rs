@@ -320,7 +320,14 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
     if o.no_resumption {
         return Err(bad("resumption is a client option"));
     }
-    let provider = provider(&o)?;
+    let mut p = Arc::unwrap_or_clone(provider(&o)?);
+    let prefers_hybrid = p.kx_groups.first().map(|g| g.name()) == Some(NamedGroup::X25519MLKEM768);
+    if prefers_hybrid {
+        for g in p.kx_groups.iter_mut().skip(1) {
+            *g = crate::pq::server_classical(*g);
+        }
+    }
+    let provider = Arc::new(p);
     let builder = ServerConfig::builder_with_details(provider.clone(), Arc::new(HostTime))
         .with_protocol_versions(versions(&o, &provider)?)
         .map_err(config_err)?;
@@ -334,6 +341,10 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
         builder.with_client_cert_verifier(verifier)
     };
     let mut cfg = builder.with_single_cert(chain, key).map_err(config_err)?;
+    if prefers_hybrid {
+        // See pq.rs: the hybrid whenever the client supports it.
+        cfg.cert_resolver = Arc::new(crate::pq::PreferHybrid(cfg.cert_resolver.clone()));
+    }
     cfg.alpn_protocols = o.alpn;
     // Our suite order (ChaCha20 first, see provider()) over the client's.
     cfg.ignore_client_order = true;
@@ -462,6 +473,22 @@ mod tests {
         let (c, _) = handshake(client(&[]), server(&[(11, "SECP256R1")]));
         assert_eq!(group(&c), "secp256r1");
         assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        // A client listing the hybrid last (as Deno's): our server still
+        // takes it, with a HelloRetryRequest.
+        let (c, s) = handshake(client(&[(11, "x25519"), (11, "X25519MLKEM768")]), server(&[]));
+        assert_eq!(group(&c), "X25519MLKEM768");
+        assert_eq!(group(&s), "X25519MLKEM768");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        // ... but not when the server itself puts x25519 first.
+        let (c, _) = handshake(
+            client(&[(11, "x25519"), (11, "X25519MLKEM768")]),
+            server(&[(11, "x25519"), (11, "X25519MLKEM768")]),
+        );
+        assert_eq!(group(&c), "x25519");
+        // A client without the hybrid still gets x25519 from a default server.
+        let (c, _) = handshake(client(&[(11, "x25519")]), server(&[]));
+        assert_eq!(group(&c), "x25519");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
         // TLS 1.2: the hybrid is not usable, x25519 is.
         let (c, _) = handshake(client(&[(10, "TLSv1.2")]), server(&[]));
         assert_eq!(group(&c), "x25519");

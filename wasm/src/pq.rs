@@ -148,6 +148,95 @@ impl ActiveKeyExchange for Active {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Server preference for the hybrid
+// ---------------------------------------------------------------------------
+//
+// rustls's server takes the first group *in the client's order* that it
+// supports. Deno's client (and others) list X25519MLKEM768 last, with an
+// x25519 key share only, so a rustls server would settle for x25519. Like
+// Go's crypto/tls, our server prefers the hybrid whenever the client supports
+// it, even at the cost of a HelloRetryRequest: a server config whose first
+// group is X25519MLKEM768 has its cert resolver wrapped in `PreferHybrid`,
+// which notes (per ClientHello, just before rustls picks the group) whether
+// the client listed the hybrid, and its classical groups wrapped in
+// `ServerClassical`, which then say they are unusable for TLS 1.3 for that
+// ClientHello. Single-threaded engine: the note is a thread-local, written
+// and read inside one `process_new_packets`.
+
+use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
+
+thread_local! {
+    static CLIENT_OFFERS_HYBRID: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A server's cert resolver that notes whether the ClientHello lists the
+/// hybrid, then resolves as the inner one.
+#[derive(Debug)]
+pub struct PreferHybrid(pub Arc<dyn rustls::server::ResolvesServerCert>);
+
+impl rustls::server::ResolvesServerCert for PreferHybrid {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let offers = hello
+            .named_groups()
+            .is_some_and(|g| g.contains(&NamedGroup::X25519MLKEM768));
+        CLIENT_OFFERS_HYBRID.with(|c| c.set(offers));
+        self.0.resolve(hello)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.0.only_raw_public_keys()
+    }
+}
+
+/// A classical group of a hybrid-preferring server config.
+#[derive(Debug)]
+struct ServerClassical(&'static dyn SupportedKxGroup);
+
+impl SupportedKxGroup for ServerClassical {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
+        self.0.start()
+    }
+    fn start_and_complete(&self, peer: &[u8]) -> Result<CompletedKeyExchange, Error> {
+        self.0.start_and_complete(peer)
+    }
+    fn ffdhe_group(&self) -> Option<FfdheGroup<'static>> {
+        self.0.ffdhe_group()
+    }
+    fn name(&self) -> NamedGroup {
+        self.0.name()
+    }
+    fn fips(&self) -> bool {
+        self.0.fips()
+    }
+    fn usable_for_version(&self, version: ProtocolVersion) -> bool {
+        if version == ProtocolVersion::TLSv1_3 && CLIENT_OFFERS_HYBRID.with(|c| c.get()) {
+            return false;
+        }
+        self.0.usable_for_version(version)
+    }
+}
+
+/// The server-side wrapper of a classical group (one per group, for the
+/// life of the engine).
+pub fn server_classical(g: &'static dyn SupportedKxGroup) -> &'static dyn SupportedKxGroup {
+    static WRAPPED: OnceLock<Vec<&'static ServerClassical>> = OnceLock::new();
+    let all = WRAPPED.get_or_init(|| {
+        rustls::crypto::ring::ALL_KX_GROUPS
+            .iter()
+            .map(|g| &*Box::leak(Box::new(ServerClassical(*g))))
+            .collect()
+    });
+    match all.iter().find(|w| w.0.name() == g.name()) {
+        Some(w) => *w,
+        None => g,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
