@@ -80,6 +80,8 @@ export interface EngineClientOptions extends EngineCommonOptions {
   unsafelyIgnoreCertificateErrors?: boolean;
   /** Keeps and offers session tickets (default true). */
   resumption?: boolean;
+  /** Encrypted Client Hello with this ECHConfigList (TLS 1.3 only; required). */
+  echConfigList?: Uint8Array;
   /** @internal Testing only: restrict to TLS 1.2. */
   _tls12Only?: boolean;
 }
@@ -420,6 +422,7 @@ const TAG_MAX_VERSION = 10;
 const TAG_KX_GROUP = 11;
 const TAG_KEY_LOG = 12;
 const TAG_NO_RESUMPTION = 13;
+const TAG_ECH_CONFIG_LIST = 14;
 
 /**
  * The cipher suites of the engine (IANA names), in its default order of
@@ -469,10 +472,12 @@ const RESERVED_LABELS = new Set([
 class OptionsWriter {
   #parts: Uint8Array[] = [];
   #len = 0;
-  add(tag: number, value?: string): void {
+  add(tag: number, value?: string | Uint8Array): void {
     const bytes = value === undefined
       ? new Uint8Array()
-      : encoder.encode(value);
+      : typeof value === "string"
+      ? encoder.encode(value)
+      : value.slice();
     const head = new Uint8Array(5);
     head[0] = tag;
     new DataView(head.buffer).setUint32(1, bytes.length, true);
@@ -615,6 +620,17 @@ function encodeClient(o: EngineClientOptions): [string, Uint8Array] {
     throw new TypeError("resumption must be a boolean");
   }
   const noResumption = o.resumption === false;
+  const ech = o.echConfigList;
+  if (ech !== undefined) {
+    if (!(ech instanceof Uint8Array) || ech.length === 0) {
+      throw new TypeError("echConfigList must be a non-empty Uint8Array");
+    }
+    if (o.maxVersion === "TLSv1.2") {
+      throw new TypeError(
+        "echConfigList needs TLS 1.3, but maxVersion is TLSv1.2",
+      );
+    }
+  }
   const w = new OptionsWriter();
   for (const c of caCerts ?? []) w.add(TAG_CA, c);
   for (const p of alpn ?? []) w.add(TAG_ALPN, p);
@@ -624,7 +640,9 @@ function encodeClient(o: EngineClientOptions): [string, Uint8Array] {
   if (tls12) w.add(TAG_TLS12_ONLY);
   const common = encodeCommon(o, w);
   if (noResumption) w.add(TAG_NO_RESUMPTION);
+  if (ech !== undefined) w.add(TAG_ECH_CONFIG_LIST, ech);
   const cacheKey = JSON.stringify([
+    ech === undefined ? null : Array.from(ech),
     caCerts,
     alpn,
     cert,

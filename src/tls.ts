@@ -175,6 +175,16 @@ export interface TlsClientOptions extends TlsCommonOptions {
    * Default `true`; `false` neither keeps nor offers any.
    */
   resumption?: boolean;
+  /**
+   * Encrypted Client Hello (ECH): an ECHConfigList (the `ech` parameter of
+   * the server's HTTPS DNS record, base64-decoded). The real ClientHello,
+   * with `hostname` as SNI, is encrypted to the server's key; the network
+   * sees only the list's public name. TLS 1.3 only. ECH is then required:
+   * a server that does not accept it fails the handshake (`TlsError` code
+   * `"PeerIncompatible"`), after proving it holds the public name.
+   * Neither Deno's TLS nor node:tls has it.
+   */
+  echConfigList?: Uint8Array;
   /** Aborts the handshake: the promise rejects with the signal's reason. */
   signal?: AbortSignal;
 }

@@ -1003,3 +1003,104 @@ Deno.test("exportKeyingMaterial: RFC 9266 tls-exporter binding agrees, and bad i
     (e: unknown) => e instanceof TlsError && e.code === "Closed",
   );
 });
+
+// ---------------------------------------------------------------------------
+// Encrypted Client Hello (client)
+// ---------------------------------------------------------------------------
+
+Deno.test("startTls() with echConfigList: Go's ECH server accepts our encrypted ClientHello", async () => {
+  await using go = await startGoTlsServer({
+    ...goServerFiles,
+    echPublicName: "public.example",
+  });
+  assert.ok(go.echConfigList);
+  const flow = await connectTls(go.port, {
+    ...trusting,
+    echConfigList: go.echConfigList,
+  });
+  const info = await flow.handshake();
+  assert.equal(info.protocol, "TLSv1.3");
+  assert.equal(await exchange(flow, "secret name\n"), "secret name\n");
+  flow.close();
+  const report = await go.next();
+  assert.equal(report.ech, true);
+  assert.equal(report.serverName, "localhost"); // the inner, encrypted SNI
+});
+
+Deno.test("startTls() with echConfigList sends only the public name in the clear", async () => {
+  await using go = await startGoTlsServer({
+    ...goServerFiles,
+    echPublicName: "public.example",
+  });
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const captured = (async () => {
+    using conn = await listener.accept();
+    const buf = new Uint8Array(16384);
+    let n = 0;
+    while (n < 5 || n < 5 + ((buf[3] << 8) | buf[4])) {
+      const got = await conn.read(buf.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+    return decoder.decode(buf.subarray(0, n));
+  })();
+  const attempt = connectTls(listener.addr.port, {
+    ...trusting,
+    echConfigList: go.echConfigList,
+  }).then((f) => f.close(), () => {});
+  const hello = await captured;
+  await attempt;
+  assert.ok(hello.includes("public.example"));
+  assert.ok(!hello.includes("localhost"), "the real name leaked");
+});
+
+Deno.test("startTls() with echConfigList fails when the server cannot decrypt it", async () => {
+  // Two servers, two keys: the list of one is useless to the other, which
+  // answers as "localhost" (the public name) with its retry configs.
+  await using a = await startGoTlsServer({
+    ...goServerFiles,
+    echPublicName: "localhost",
+  });
+  await using b = await startGoTlsServer({
+    ...goServerFiles,
+    echPublicName: "localhost",
+  });
+  await assert.rejects(
+    connectTls(b.port, { ...trusting, echConfigList: a.echConfigList }),
+    (e: unknown) =>
+      e instanceof TlsError && e.code === "PeerIncompatible" &&
+      /Encrypted ?Client ?Hello/i.test(e.message),
+  );
+  assert.equal((await b.next()).ech, false);
+});
+
+Deno.test("echConfigList: bad lists are a TypeError before any I/O", async () => {
+  const never: Flow = {
+    read: () => Promise.reject(new Error("no I/O expected")),
+    write: () => Promise.reject(new Error("no I/O expected")),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+    readable: new ReadableStream(),
+    writable: new WritableStream(),
+  };
+  for (
+    const bad of [
+      new Uint8Array(0),
+      new Uint8Array([0, 3, 1, 2, 3]),
+      "base64" as unknown as Uint8Array,
+    ]
+  ) {
+    await assert.rejects(
+      startTls(never, { ...trusting, echConfigList: bad }),
+      TypeError,
+    );
+  }
+  await assert.rejects(
+    startTls(never, {
+      ...trusting,
+      maxVersion: "TLSv1.2",
+      echConfigList: new Uint8Array([0, 1, 0]),
+    }),
+    /needs TLS 1\.3/,
+  );
+});

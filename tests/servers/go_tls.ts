@@ -28,6 +28,8 @@ export interface GoTlsReport {
   exporter?: string;
   /** How many certificates the peer sent. */
   peerCertificates: number;
+  /** Go accepted Encrypted Client Hello (server side). */
+  ech: boolean;
   /** What the client read to the end (client side). */
   received: string;
   /** A handshake or exporter error. */
@@ -64,6 +66,11 @@ export interface GoTlsOptions {
   send?: string;
   /** How many connections (server: 0 = until closed; default 1). */
   count?: number;
+  /**
+   * Server: accept Encrypted Client Hello with a fresh X25519 key and this
+   * public name; the server's `echConfigList` is then set.
+   */
+  echPublicName?: string;
 }
 
 let built: Promise<string> | undefined;
@@ -148,6 +155,9 @@ function flags(o: GoTlsOptions): string[] {
   if (o.caFile) a.push("-ca", o.caFile);
   if (o.send !== undefined) a.push("-send", o.send);
   if (o.count !== undefined) a.push("-count", String(o.count));
+  if (o.echPublicName !== undefined) {
+    a.push("-ech-public-name", o.echPublicName);
+  }
   return a;
 }
 
@@ -181,6 +191,8 @@ class Lines {
 export interface GoTlsServer extends AsyncDisposable {
   /** Its loopback port. */
   port: number;
+  /** With `echPublicName`: the ECHConfigList a client needs. */
+  echConfigList?: Uint8Array;
   /** The next connection's report (rejects if the server exits first). */
   next(): Promise<GoTlsReport>;
   /** Kills the server and waits for it. */
@@ -222,9 +234,15 @@ export async function startGoTlsServer(
     await close();
     throw new Error(`go_tls server exited: ${await stderr}`);
   }
-  const { port } = JSON.parse(first) as { port: number };
+  const { port, echConfigList } = JSON.parse(first) as {
+    port: number;
+    echConfigList?: string;
+  };
   return {
     port,
+    echConfigList: echConfigList === undefined
+      ? undefined
+      : Uint8Array.from(atob(echConfigList), (c) => c.charCodeAt(0)),
     async next(): Promise<GoTlsReport> {
       const line = await lines.next();
       if (line === null) {

@@ -19,6 +19,7 @@
 mod alloc_count;
 #[cfg(target_feature = "simd128")]
 mod chacha;
+mod ech;
 mod errors;
 mod keylog;
 mod options;

@@ -19,6 +19,8 @@
 //!   = preference; default: X25519MLKEM768, x25519, secp256r1, secp384r1)
 //! - 12: key log on (empty): NSS key log lines are buffered (see keylog.rs)
 //! - 13: resumption off (client, empty)
+//! - 14: an ECHConfigList (client, bytes): Encrypted Client Hello, required
+//!   (TLS 1.3 only; see ech.rs)
 
 use std::sync::Arc;
 
@@ -51,6 +53,7 @@ struct Options<'a> {
     kx_groups: Vec<&'a str>,
     key_log: bool,
     no_resumption: bool,
+    ech_config_list: Option<&'a [u8]>,
 }
 
 fn utf8<'a>(v: &'a [u8], what: &str) -> Result<&'a str, EngineError> {
@@ -93,6 +96,7 @@ fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
             11 => o.kx_groups.push(utf8(v, "a key exchange group name")?),
             12 => o.key_log = true,
             13 => o.no_resumption = true,
+            14 => o.ech_config_list = Some(v),
             _ => return Err(bad(format!("unknown option tag {tag}"))),
         }
     }
@@ -269,9 +273,20 @@ fn config_err(e: rustls::Error) -> EngineError {
 pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
     let o = decode(b)?;
     let provider = provider(&o)?;
-    let builder = ClientConfig::builder_with_details(provider.clone(), Arc::new(HostTime))
-        .with_protocol_versions(versions(&o, &provider)?)
-        .map_err(config_err)?;
+    let versions = versions(&o, &provider)?;
+    let builder = ClientConfig::builder_with_details(provider.clone(), Arc::new(HostTime));
+    let builder = match o.ech_config_list {
+        None => builder.with_protocol_versions(versions).map_err(config_err)?,
+        Some(list) => {
+            if !versions.contains(&&rustls::version::TLS13) {
+                return Err(bad("echConfigList needs TLS 1.3 (maxVersion is TLSv1.2)"));
+            }
+            let ech = rustls::client::EchConfig::new(list.to_vec().into(), &crate::ech::SUITES)
+                .map_err(|e| bad(format!("echConfigList: {e}")))?;
+            // ECH is TLS 1.3 only.
+            builder.with_ech(rustls::client::EchMode::Enable(ech)).map_err(config_err)?
+        }
+    };
     // Parse the CA certificates even when verification is off, so malformed
     // PEM is always reported.
     let store = if o.ca_certs.is_empty() {
@@ -319,6 +334,9 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
     let key = key(k)?;
     if o.no_resumption {
         return Err(bad("resumption is a client option"));
+    }
+    if o.ech_config_list.is_some() {
+        return Err(bad("echConfigList is a client option"));
     }
     let mut p = Arc::unwrap_or_clone(provider(&o)?);
     let prefers_hybrid = p.kx_groups.first().map(|g| g.name()) == Some(NamedGroup::X25519MLKEM768);

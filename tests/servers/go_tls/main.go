@@ -24,8 +24,12 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -58,6 +62,7 @@ var (
 	expCtx     = flag.String("export-context", "", "exporter context, hex (absent: none)")
 	send       = flag.String("send", "", "text to write after the handshake")
 	noTickets  = flag.Bool("no-tickets", false, "server: no session tickets")
+	echName    = flag.String("ech-public-name", "", "server: accept Encrypted Client Hello; its ECHConfigList (base64) is in the first line")
 )
 
 func fail(format string, args ...any) {
@@ -162,6 +167,7 @@ type report struct {
 	ServerName  string `json:"serverName"`
 	Exporter    string `json:"exporter,omitempty"`
 	PeerCerts   int    `json:"peerCertificates"`
+	ECH         bool   `json:"ech"`
 	Received    string `json:"received"`
 	Error       string `json:"error,omitempty"`
 }
@@ -175,6 +181,7 @@ func describe(cs tls.ConnectionState) report {
 		ALPN:        cs.NegotiatedProtocol,
 		ServerName:  cs.ServerName,
 		PeerCerts:   len(cs.PeerCertificates),
+		ECH:         cs.ECHAccepted,
 	}
 	if *expLabel != "" {
 		var ctx []byte
@@ -257,6 +264,27 @@ func config() *tls.Config {
 	return cfg
 }
 
+// echConfig: one ECHConfig (draft-ietf-tls-esni, version 0xfe0d) for an
+// X25519 key, HKDF-SHA256 with AES-128-GCM or ChaCha20-Poly1305.
+func echConfig(id uint8, pub []byte, publicName string) []byte {
+	u16 := binary.BigEndian.AppendUint16
+	var c []byte
+	c = append(c, id)
+	c = u16(c, 0x0020) // DHKEM(X25519, HKDF-SHA256)
+	c = u16(c, uint16(len(pub)))
+	c = append(c, pub...)
+	c = u16(c, 8)
+	c = u16(u16(c, 0x0001), 0x0001) // HKDF-SHA256, AES-128-GCM
+	c = u16(u16(c, 0x0001), 0x0003) // HKDF-SHA256, ChaCha20-Poly1305
+	c = append(c, 0)                // maximum_name_length
+	c = append(c, uint8(len(publicName)))
+	c = append(c, publicName...)
+	c = u16(c, 0) // no extensions
+	out := u16(nil, 0xfe0d)
+	out = u16(out, uint16(len(c)))
+	return append(out, c...)
+}
+
 func serve() {
 	cfg := config()
 	cfg.SessionTicketsDisabled = *noTickets
@@ -264,7 +292,20 @@ func serve() {
 	if err != nil {
 		fail("listen: %v", err)
 	}
-	emit(map[string]int{"port": ln.Addr().(*net.TCPAddr).Port})
+	first := map[string]any{"port": ln.Addr().(*net.TCPAddr).Port}
+	if *echName != "" {
+		key, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			fail("ech key: %v", err)
+		}
+		config := echConfig(1, key.PublicKey().Bytes(), *echName)
+		cfg.EncryptedClientHelloKeys = []tls.EncryptedClientHelloKey{{
+			Config: config, PrivateKey: key.Bytes(), SendAsRetry: true,
+		}}
+		list := binary.BigEndian.AppendUint16(nil, uint16(len(config)))
+		first["echConfigList"] = base64.StdEncoding.EncodeToString(append(list, config...))
+	}
+	emit(first)
 	for i := 0; *count == 0 || i < *count; i++ {
 		raw, err := ln.Accept()
 		if err != nil {
