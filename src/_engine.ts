@@ -45,8 +45,31 @@ export class TlsError extends Error {
   }
 }
 
+/** A TLS version the engine speaks. */
+export type TlsVersion = "TLSv1.2" | "TLSv1.3";
+
+/** Options shared by client and server sessions (issue 9). */
+export interface EngineCommonOptions {
+  /**
+   * Cipher suites (IANA names), most preferred first; default: the engine's
+   * order (see {@linkcode CIPHER_SUITES}).
+   */
+  cipherSuites?: string[];
+  /** Lowest version allowed; default "TLSv1.2". */
+  minVersion?: TlsVersion;
+  /** Highest version allowed; default "TLSv1.3". */
+  maxVersion?: TlsVersion;
+  /**
+   * Key exchange groups (IANA names, case-insensitive), most preferred
+   * first; default: {@linkcode KEY_EXCHANGE_GROUPS}.
+   */
+  keyExchangeGroups?: string[];
+  /** Receives the session's secrets as NSS key log lines (SSLKEYLOGFILE). */
+  keyLog?: (line: string) => void;
+}
+
 /** Options of a client session. */
-export interface EngineClientOptions {
+export interface EngineClientOptions extends EngineCommonOptions {
   /**
    * Server name sent (SNI) and verified; an IP address literal (IPv6
    * optionally in brackets) is verified as an IP SAN and sends no SNI.
@@ -63,6 +86,10 @@ export interface EngineClientOptions {
   key?: string;
   /** Accepts any server certificate (handshake signatures are still checked). */
   unsafelyIgnoreCertificateErrors?: boolean;
+  /** Keeps and offers session tickets (default true). */
+  resumption?: boolean;
+  /** Encrypted Client Hello with this ECHConfigList (TLS 1.3 only; required). */
+  echConfigList?: Uint8Array;
   /** @internal Testing only: restrict to TLS 1.2. */
   _tls12Only?: boolean;
   /**
@@ -74,7 +101,7 @@ export interface EngineClientOptions {
 }
 
 /** Options of a server session. */
-export interface EngineServerOptions {
+export interface EngineServerOptions extends EngineCommonOptions {
   /** Certificate chain, PEM, leaf first. */
   cert: string;
   /** Private key (PKCS#8, PKCS#1 RSA or SEC1 EC), PEM. */
@@ -101,6 +128,12 @@ export interface HandshakeInfo {
   serverName: string | null;
   /** The peer's certificates, DER, leaf first (empty when none). */
   peerCertificates: Uint8Array[];
+  /** The session was resumed (a ticket or a session ID). */
+  resumed: boolean;
+  /** The server asked for another key share (HelloRetryRequest). */
+  helloRetryRequest: boolean;
+  /** IANA name of the key exchange group agreed, or null (TLS 1.2 resumption). */
+  keyExchangeGroup: string | null;
 }
 
 /**
@@ -173,6 +206,16 @@ export interface Session {
   readonly wantsWrite: boolean;
   /** Valid once the handshake completed. */
   handshakeInfo(): HandshakeInfo;
+  /**
+   * Keying material (RFC 5705, RFC 8446 section 7.5), once the handshake
+   * completed. RangeError for a length outside 1..16384 (or beyond what the
+   * TLS 1.3 suite's hash gives), TypeError for a label TLS reserves.
+   */
+  exportKeyingMaterial(
+    length: number,
+    label: string,
+    context?: Uint8Array,
+  ): Uint8Array;
   /** Releases the connection inside the engine. Idempotent. */
   free(): void;
 }
@@ -204,6 +247,16 @@ interface Exports {
   mimic_status_ptr(): number;
   mimic_status_flag(i: number): number;
   mimic_conn_info(handle: number): number;
+  mimic_conn_export(
+    handle: number,
+    length: number,
+    labelPtr: number,
+    labelLen: number,
+    ctxPtr: number,
+    ctxLen: number,
+    hasCtx: number,
+  ): number;
+  mimic_keylog_take(): number;
   mimic_selftest(): number;
   mimic_host_aead_selftest(): number;
   mimic_set_host_aead(mask: number): void;
@@ -413,7 +466,7 @@ export interface EngineInfo {
   suiteOrder: string[];
 }
 
-const TLS13_SUITES = {
+const SUITES_13 = {
   aes128: "TLS_AES_128_GCM_SHA256",
   aes256: "TLS_AES_256_GCM_SHA384",
   chacha: "TLS_CHACHA20_POLY1305_SHA256",
@@ -444,9 +497,9 @@ function enableHostAead(x: Exports, host: HostAead | null): EngineInfo {
       hostAlgorithms: [],
       selfTest: "not run",
       suiteOrder: [
-        TLS13_SUITES.chacha,
-        TLS13_SUITES.aes128,
-        TLS13_SUITES.aes256,
+        SUITES_13.chacha,
+        SUITES_13.aes128,
+        SUITES_13.aes256,
       ],
     };
   }
@@ -475,8 +528,8 @@ function enableHostAead(x: Exports, host: HostAead | null): EngineInfo {
       .map(([, name]) => name),
     selfTest,
     suiteOrder: preferAes
-      ? [TLS13_SUITES.aes128, TLS13_SUITES.aes256, TLS13_SUITES.chacha]
-      : [TLS13_SUITES.chacha, TLS13_SUITES.aes128, TLS13_SUITES.aes256],
+      ? [SUITES_13.aes128, SUITES_13.aes256, SUITES_13.chacha]
+      : [SUITES_13.chacha, SUITES_13.aes128, SUITES_13.aes256],
   };
 }
 
@@ -585,14 +638,68 @@ const TAG_KEY = 4;
 const TAG_INSECURE = 5;
 const TAG_CLIENT_CA = 6;
 const TAG_TLS12_ONLY = 7;
+const TAG_CIPHER_SUITE = 8;
+const TAG_MIN_VERSION = 9;
+const TAG_MAX_VERSION = 10;
+const TAG_KX_GROUP = 11;
+const TAG_KEY_LOG = 12;
+const TAG_NO_RESUMPTION = 13;
+const TAG_ECH_CONFIG_LIST = 14;
+
+/**
+ * The cipher suites of the engine (IANA names), in its default order of
+ * preference (ChaCha20-Poly1305 first: fastest in wasm). Must match
+ * `wasm/src/options.rs` (`default_provider`).
+ */
+export const CIPHER_SUITES: readonly string[] = [
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+  "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+];
+
+/**
+ * The key exchange groups of the engine (IANA names), in its default order
+ * of preference: the post-quantum hybrid first (TLS 1.3 only).
+ */
+export const KEY_EXCHANGE_GROUPS: readonly string[] = [
+  "X25519MLKEM768",
+  "x25519",
+  "secp256r1",
+  "secp384r1",
+];
+
+const TLS13_SUITES = new Set([
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+]);
+
+/** Largest exporter output (the engine refuses more). */
+const EXPORT_LIMIT = 16 * 1024;
+/** Exporter labels TLS uses itself (RFC 5705 section 4; RFC 7627). */
+const RESERVED_LABELS = new Set([
+  "client finished",
+  "server finished",
+  "master secret",
+  "extended master secret",
+  "key expansion",
+]);
 
 class OptionsWriter {
   #parts: Uint8Array[] = [];
   #len = 0;
-  add(tag: number, value?: string): void {
+  add(tag: number, value?: string | Uint8Array): void {
     const bytes = value === undefined
       ? new Uint8Array()
-      : encoder.encode(value);
+      : typeof value === "string"
+      ? encoder.encode(value)
+      : value.slice();
     const head = new Uint8Array(5);
     head[0] = tag;
     new DataView(head.buffer).setUint32(1, bytes.length, true);
@@ -635,6 +742,92 @@ function checkAlpn(v: unknown): string[] | undefined {
   return list;
 }
 
+function checkVersion(name: string, v: unknown): TlsVersion | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "TLSv1.2" && v !== "TLSv1.3") {
+    throw new TypeError(
+      `${name} must be "TLSv1.2" or "TLSv1.3", got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * Checks and encodes the options shared by both sides (TypeError or
+ * RangeError before any I/O); returns their part of the cache key.
+ */
+function encodeCommon(o: EngineCommonOptions, w: OptionsWriter): unknown[] {
+  const suites = checkStrings("cipherSuites", o.cipherSuites);
+  for (const s of suites ?? []) {
+    if (!CIPHER_SUITES.includes(s)) {
+      throw new TypeError(
+        `Unknown cipher suite ${JSON.stringify(s)}: expected one of ${
+          CIPHER_SUITES.join(", ")
+        }`,
+      );
+    }
+  }
+  if (suites !== undefined && suites.length === 0) {
+    throw new TypeError("cipherSuites must name at least one cipher suite");
+  }
+  const groupsIn = checkStrings("keyExchangeGroups", o.keyExchangeGroups);
+  const groups = groupsIn?.map((g) => {
+    const known = KEY_EXCHANGE_GROUPS.find((k) =>
+      k.toLowerCase() === g.toLowerCase()
+    );
+    if (known === undefined) {
+      throw new TypeError(
+        `Unknown key exchange group ${JSON.stringify(g)}: expected one of ${
+          KEY_EXCHANGE_GROUPS.join(", ")
+        }`,
+      );
+    }
+    return known;
+  });
+  if (groups !== undefined && groups.length === 0) {
+    throw new TypeError("keyExchangeGroups must name at least one group");
+  }
+  const min = checkVersion("minVersion", o.minVersion);
+  const max = checkVersion("maxVersion", o.maxVersion);
+  if (min === "TLSv1.3" && max === "TLSv1.2") {
+    throw new RangeError(
+      "minVersion TLSv1.3 is above maxVersion TLSv1.2",
+    );
+  }
+  const allows13 = max !== "TLSv1.2";
+  const allows12 = min !== "TLSv1.3";
+  if (
+    suites !== undefined &&
+    !suites.some((s) => TLS13_SUITES.has(s) ? allows13 : allows12)
+  ) {
+    const allowed = [allows12 && "TLSv1.2", allows13 && "TLSv1.3"]
+      .filter(Boolean).join(" and ");
+    throw new TypeError(
+      `cipherSuites leaves no cipher suite for ${allowed}: ${
+        suites.join(", ")
+      }`,
+    );
+  }
+  if (
+    groups !== undefined && !allows13 &&
+    groups.every((g) => g === "X25519MLKEM768")
+  ) {
+    throw new TypeError(
+      "keyExchangeGroups leaves no group for TLSv1.2: X25519MLKEM768 is TLS 1.3 only",
+    );
+  }
+  if (o.keyLog !== undefined && typeof o.keyLog !== "function") {
+    throw new TypeError("keyLog must be a function");
+  }
+  const keyLog = o.keyLog !== undefined;
+  for (const s of suites ?? []) w.add(TAG_CIPHER_SUITE, s);
+  if (min !== undefined) w.add(TAG_MIN_VERSION, min);
+  if (max !== undefined) w.add(TAG_MAX_VERSION, max);
+  for (const g of groups ?? []) w.add(TAG_KX_GROUP, g);
+  if (keyLog) w.add(TAG_KEY_LOG);
+  return [suites, min, max, groups, keyLog];
+}
+
 function encodeClient(o: EngineClientOptions): [string, Uint8Array] {
   const caCerts = checkStrings("caCerts", o.caCerts);
   const alpn = checkAlpn(o.alpnProtocols);
@@ -645,6 +838,21 @@ function encodeClient(o: EngineClientOptions): [string, Uint8Array] {
   }
   const insecure = o.unsafelyIgnoreCertificateErrors === true;
   const tls12 = o._tls12Only === true;
+  if (o.resumption !== undefined && typeof o.resumption !== "boolean") {
+    throw new TypeError("resumption must be a boolean");
+  }
+  const noResumption = o.resumption === false;
+  const ech = o.echConfigList;
+  if (ech !== undefined) {
+    if (!(ech instanceof Uint8Array) || ech.length === 0) {
+      throw new TypeError("echConfigList must be a non-empty Uint8Array");
+    }
+    if (o.maxVersion === "TLSv1.2") {
+      throw new TypeError(
+        "echConfigList needs TLS 1.3, but maxVersion is TLSv1.2",
+      );
+    }
+  }
   const w = new OptionsWriter();
   for (const c of caCerts ?? []) w.add(TAG_CA, c);
   for (const p of alpn ?? []) w.add(TAG_ALPN, p);
@@ -652,7 +860,20 @@ function encodeClient(o: EngineClientOptions): [string, Uint8Array] {
   if (key !== undefined) w.add(TAG_KEY, key);
   if (insecure) w.add(TAG_INSECURE);
   if (tls12) w.add(TAG_TLS12_ONLY);
-  const cacheKey = JSON.stringify([caCerts, alpn, cert, key, insecure, tls12]);
+  const common = encodeCommon(o, w);
+  if (noResumption) w.add(TAG_NO_RESUMPTION);
+  if (ech !== undefined) w.add(TAG_ECH_CONFIG_LIST, ech);
+  const cacheKey = JSON.stringify([
+    ech === undefined ? null : Array.from(ech),
+    caCerts,
+    alpn,
+    cert,
+    key,
+    insecure,
+    tls12,
+    common,
+    noResumption,
+  ]);
   return [cacheKey, w.finish()];
 }
 
@@ -677,7 +898,15 @@ function encodeServer(o: EngineServerOptions): [string, Uint8Array] {
   for (const p of alpn ?? []) w.add(TAG_ALPN, p);
   for (const c of clientCaCerts ?? []) w.add(TAG_CLIENT_CA, c);
   if (tls12) w.add(TAG_TLS12_ONLY);
-  const cacheKey = JSON.stringify([cert, key, alpn, clientCaCerts, tls12]);
+  const common = encodeCommon(o, w);
+  const cacheKey = JSON.stringify([
+    cert,
+    key,
+    alpn,
+    clientCaCerts,
+    tls12,
+    common,
+  ]);
   return [cacheKey, w.finish()];
 }
 
@@ -698,9 +927,27 @@ const finalizer = new FinalizationRegistry<{ engine: Engine; handle: number }>(
   },
 );
 
+/** Calls a user's key log callback; its exception is reported, not thrown. */
+function deliverKeyLog(keyLog: (line: string) => void, line: string): void {
+  try {
+    keyLog(line);
+  } catch (error) {
+    const report = (globalThis as { reportError?: (e: unknown) => void })
+      .reportError;
+    if (typeof report === "function") {
+      report(error);
+    } else {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
+}
+
 class EngineSession implements Session {
   readonly #engine: Engine;
   readonly #handle: number;
+  readonly #keyLog: ((line: string) => void) | undefined;
   #freed = false;
   readonly status: SessionStatus = {
     plaintext: 0,
@@ -712,10 +959,36 @@ class EngineSession implements Session {
     notified: false,
   };
 
-  constructor(engine: Engine, handle: number) {
+  constructor(
+    engine: Engine,
+    handle: number,
+    keyLog?: (line: string) => void,
+  ) {
     this.#engine = engine;
     this.#handle = handle;
+    this.#keyLog = keyLog;
     finalizer.register(this, { engine, handle }, this);
+    this.#drainKeyLog();
+  }
+
+  /**
+   * Delivers the key log lines the engine buffered during the call just made
+   * (rustls logs synchronously, inside the call that derives a secret, so
+   * they are this session's). Runs after every call that processes TLS.
+   */
+  #drainKeyLog(): void {
+    const keyLog = this.#keyLog;
+    if (keyLog === undefined) return;
+    const e = this.#engine;
+    if (e.poisoned) return;
+    const x = e.x;
+    const len = e.call(() => x.mimic_keylog_take());
+    if (len <= 0) return;
+    const ptr = e.call(() => x.mimic_result_ptr()) >>> 0;
+    const text = decoder.decode(e.mem().subarray(ptr, ptr + len));
+    for (const line of text.split("\n")) {
+      if (line !== "") deliverKeyLog(keyLog, line + "\n");
+    }
   }
 
   #check(): Engine {
@@ -757,7 +1030,12 @@ class EngineSession implements Session {
       const n = Math.min(data.length - total, SCRATCH_SIZE);
       e.mem().set(data.subarray(total, total + n), e.scratch);
       const r = this.#done(e, e.call(() => x[op](h, e.scratch, n)));
-      if (r < 0) throw e.error(r);
+      if (r < 0) {
+        const error = e.error(r);
+        this.#drainKeyLog();
+        throw error;
+      }
+      this.#drainKeyLog();
       total += r;
       if (r < n) break;
     }
@@ -771,6 +1049,7 @@ class EngineSession implements Session {
       e.call(() => e.x.mimic_conn_feed(this.#handle, e.scratch, 0)),
     );
     if (r < 0) throw e.error(r);
+    this.#drainKeyLog();
   }
 
   takeOutgoingInto(buf: Uint8Array): number {
@@ -875,13 +1154,92 @@ class EngineSession implements Session {
     off += 4;
     const peerCertificates: Uint8Array[] = [];
     for (let i = 0; i < count; i++) peerCertificates.push(field()!.slice());
+    // Appended fields: handshake kind (0 full, 1 HelloRetryRequest, 2
+    // resumed), key exchange group.
+    const kind = view.getUint32(off, true);
+    off += 4;
+    const keyExchangeGroup = str();
     return {
       alpnProtocol,
       protocol,
       cipherSuite,
       serverName,
       peerCertificates,
+      resumed: kind === 2,
+      helloRetryRequest: kind === 1,
+      keyExchangeGroup,
     };
+  }
+
+  exportKeyingMaterial(
+    length: number,
+    label: string,
+    context?: Uint8Array,
+  ): Uint8Array {
+    if (!Number.isSafeInteger(length) || length < 1 || length > EXPORT_LIMIT) {
+      throw new RangeError(
+        `Cannot export keying material: length must be an integer from 1 to ${EXPORT_LIMIT}, got ${length}`,
+      );
+    }
+    if (typeof label !== "string") {
+      throw new TypeError(
+        "Cannot export keying material: label must be a string",
+      );
+    }
+    if (RESERVED_LABELS.has(label)) {
+      throw new TypeError(
+        `Cannot export keying material: the label ${
+          JSON.stringify(label)
+        } is reserved by TLS`,
+      );
+    }
+    const labelBytes = encoder.encode(label);
+    if (labelBytes.length < 1 || labelBytes.length > 249) {
+      throw new RangeError(
+        "Cannot export keying material: label must be 1 to 249 bytes long",
+      );
+    }
+    if (context !== undefined && !(context instanceof Uint8Array)) {
+      throw new TypeError(
+        "Cannot export keying material: context must be a Uint8Array",
+      );
+    }
+    if (context !== undefined && context.length > 0xffff) {
+      throw new RangeError(
+        "Cannot export keying material: context must be at most 65535 bytes long",
+      );
+    }
+    const info = this.handshakeInfo();
+    if (info.protocol === "TLSv1.3") {
+      // HKDF-Expand gives at most 255 hash lengths.
+      const limit = 255 * (info.cipherSuite.endsWith("SHA384") ? 48 : 32);
+      if (length > limit) {
+        throw new RangeError(
+          `Cannot export keying material: ${info.cipherSuite} exports at most ${limit} bytes, asked for ${length}`,
+        );
+      }
+    }
+    const e = this.#check();
+    const x = e.x;
+    const ctx = context ?? new Uint8Array(0);
+    const mem = e.mem();
+    mem.set(labelBytes, e.scratch);
+    const ctxPtr = e.scratch + labelBytes.length;
+    mem.set(ctx, ctxPtr);
+    const r = e.call(() =>
+      x.mimic_conn_export(
+        this.#handle,
+        length,
+        e.scratch,
+        labelBytes.length,
+        ctxPtr,
+        ctx.length,
+        context === undefined ? 0 : 1,
+      )
+    );
+    if (r < 0) throw e.error(r);
+    const ptr = e.call(() => x.mimic_result_ptr()) >>> 0;
+    return e.mem().slice(ptr, ptr + r);
   }
 
   free(): void {
@@ -932,7 +1290,7 @@ export function clientSession(options: EngineClientOptions): Promise<Session> {
         (ptr, len) => e.call(() => e.x.mimic_client_new(config, ptr, len)),
       );
       if (h < 0) throw e.error(h);
-      return new EngineSession(e, h);
+      return new EngineSession(e, h, o.keyLog);
     });
   })();
 }
@@ -948,7 +1306,7 @@ export function serverSession(options: EngineServerOptions): Promise<Session> {
       const config = e.config("server", key, encoded);
       const h = e.call(() => e.x.mimic_server_new(config));
       if (h < 0) throw e.error(h);
-      return new EngineSession(e, h);
+      return new EngineSession(e, h, options.keyLog);
     });
   })();
 }

@@ -77,8 +77,79 @@ import { errors } from "./errors.ts";
 export { TlsError } from "./_engine.ts";
 export type { Arg, ArgTypes, Context, Flow, Protocol, Value };
 
+/** A TLS version: nothing older than TLS 1.2 is ever allowed. */
+export type TlsVersion = "TLSv1.2" | "TLSv1.3";
+
+/**
+ * Options shared by {@linkcode TlsClientOptions} and
+ * {@linkcode TlsServerOptions}: what to negotiate, and key logging.
+ * Unknown names, and combinations that leave nothing to negotiate, are a
+ * `TypeError` (a `RangeError` for `minVersion` above `maxVersion`) before
+ * any I/O.
+ *
+ * @example Only TLS 1.3, only AES-256-GCM, post-quantum key exchange only
+ * ```ts
+ * import { acceptTls, startTls } from "@mimic/mimic/tls";
+ * import { pipe } from "@mimic/mimic/pipe";
+ * import assert from "node:assert/strict";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const [a, b] = pipe();
+ * const lines: string[] = [];
+ * const [client, server] = await Promise.all([
+ *   startTls(a, {
+ *     hostname: "localhost",
+ *     caCerts: [await pem("ca.pem")],
+ *     minVersion: "TLSv1.3",
+ *     cipherSuites: ["TLS_AES_256_GCM_SHA384"],
+ *     keyExchangeGroups: ["X25519MLKEM768"],
+ *     keyLog: (line) => lines.push(line), // e.g. append to $SSLKEYLOGFILE
+ *   }),
+ *   acceptTls(b, { cert: await pem("localhost.pem"), key: await pem("localhost.key") }),
+ * ]);
+ * const info = await client.handshake();
+ * assert.equal(info.cipherSuite, "TLS_AES_256_GCM_SHA384");
+ * assert.equal(info.keyExchangeGroup, "X25519MLKEM768");
+ * assert.ok(lines.some((l) => l.startsWith("CLIENT_TRAFFIC_SECRET_0 ")));
+ * client.close();
+ * server.close();
+ * ```
+ */
+export interface TlsCommonOptions {
+  /**
+   * Cipher suites to allow, by IANA name, most preferred first (a server
+   * uses its own order). Default, fastest first in WebAssembly:
+   * `TLS_CHACHA20_POLY1305_SHA256`, `TLS_AES_128_GCM_SHA256`,
+   * `TLS_AES_256_GCM_SHA384`, then the TLS 1.2 ECDHE suites
+   * (`TLS_ECDHE_{ECDSA,RSA}_WITH_{CHACHA20_POLY1305_SHA256,AES_128_GCM_SHA256,AES_256_GCM_SHA384}`).
+   */
+  cipherSuites?: string[];
+  /** The lowest version allowed. Default `"TLSv1.2"`. */
+  minVersion?: TlsVersion;
+  /** The highest version allowed. Default `"TLSv1.3"`. */
+  maxVersion?: TlsVersion;
+  /**
+   * Key exchange groups, by IANA name (case-insensitive), most preferred
+   * first. Default: `"X25519MLKEM768"` (the post-quantum hybrid of ML-KEM-768
+   * and X25519, TLS 1.3 only; the client also sends an x25519 share, so a
+   * server without it needs no extra round trip), `"x25519"`,
+   * `"secp256r1"`, `"secp384r1"`.
+   */
+  keyExchangeGroups?: string[];
+  /**
+   * Receives the connection's secrets as NSS key log lines, exactly the
+   * SSLKEYLOGFILE format (`LABEL <client random> <secret>`, hex, each line
+   * ending in `"\n"`, as node:tls's `keylog` event), so Wireshark can decrypt
+   * a capture. Append them to a file to use them. Called during the
+   * handshake; an exception it throws is reported (`reportError`), not
+   * raised in the connection.
+   */
+  keyLog?: (line: string) => void;
+}
+
 /** Options of {@linkcode startTls}: the client side of TLS. */
-export interface TlsClientOptions {
+export interface TlsClientOptions extends TlsCommonOptions {
   /**
    * The server's name: sent as SNI, and the name its certificate must be
    * valid for. An IP address (`"127.0.0.1"`, `"::1"`) is verified as an IP
@@ -99,12 +170,33 @@ export interface TlsClientOptions {
    * off. Never use it outside tests.
    */
   unsafelyIgnoreCertificateErrors?: boolean;
+  /**
+   * Keeps the sessions (TLS 1.3 tickets, TLS 1.2 tickets or IDs) servers
+   * give and offers them on the next connection with the same options, to
+   * resume without a full handshake (`resumed` in the handshake's info).
+   * Default `true`; `false` neither keeps nor offers any.
+   */
+  resumption?: boolean;
+  /**
+   * Encrypted Client Hello (ECH): an ECHConfigList (the `ech` parameter of
+   * the server's HTTPS DNS record, base64-decoded). The real ClientHello,
+   * with `hostname` as SNI, is encrypted to the server's key; the network
+   * sees only the list's public name. TLS 1.3 only. ECH is then required:
+   * a server that does not accept it fails the handshake (`TlsError` code
+   * `"PeerIncompatible"`), after proving it holds the public name.
+   * Neither Deno's TLS nor node:tls has it.
+   */
+  echConfigList?: Uint8Array;
   /** Aborts the handshake: the promise rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
-/** Options of {@linkcode acceptTls}: the server side of TLS. */
-export interface TlsServerOptions {
+/**
+ * Options of {@linkcode acceptTls}: the server side of TLS. The server
+ * issues session tickets (TLS 1.3 and 1.2, stateless, keys rotated every
+ * 6 hours) and keeps TLS 1.2 session IDs, so clients resume.
+ */
+export interface TlsServerOptions extends TlsCommonOptions {
   /** The certificate chain, PEM, leaf first. */
   cert: string;
   /** The private key, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC). */
@@ -135,6 +227,13 @@ export interface TlsHandshakeInfo {
   serverName: string | null;
   /** The peer's certificates, DER, leaf first; empty when it sent none. */
   peerCertificates: Uint8Array[];
+  /** The session was resumed (from a ticket or a session ID): no full handshake. */
+  resumed: boolean;
+  /**
+   * The IANA name of the key exchange group agreed, e.g. `"X25519MLKEM768"`
+   * or `"x25519"`; `null` when there was none (a TLS 1.2 resumption).
+   */
+  keyExchangeGroup: string | null;
 }
 
 /**
@@ -196,6 +295,47 @@ export interface TlsFlow extends Flow, AsyncDisposable {
    * @returns The handshake's information.
    */
   handshake(): Promise<TlsHandshakeInfo>;
+  /**
+   * Keying material exported from the connection's secrets (RFC 5705; RFC
+   * 8446 section 7.5 for TLS 1.3), as node:tls's `exportKeyingMaterial`:
+   * both ends get the same bytes for the same label and context, e.g. for
+   * tls-exporter channel binding (RFC 9266: 32 bytes, label
+   * `"EXPORTER-Channel-Binding"`, no context).
+   *
+   * @example tls-exporter channel binding (RFC 9266)
+   * ```ts
+   * import { acceptTls, startTls } from "@mimic/mimic/tls";
+   * import { pipe } from "@mimic/mimic/pipe";
+   * import assert from "node:assert/strict";
+   *
+   * const pem = (name: string) =>
+   *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+   * const [a, b] = pipe();
+   * const [client, server] = await Promise.all([
+   *   startTls(a, { hostname: "localhost", caCerts: [await pem("ca.pem")] }),
+   *   acceptTls(b, { cert: await pem("localhost.pem"), key: await pem("localhost.key") }),
+   * ]);
+   * const label = "EXPORTER-Channel-Binding";
+   * const ours = client.exportKeyingMaterial(32, label);
+   * assert.deepEqual(ours, server.exportKeyingMaterial(32, label));
+   * client.close();
+   * server.close();
+   * ```
+   *
+   * @param length How many bytes: 1 to 16384 (TLS 1.3: at most 255 hash lengths, 8160 or 12240).
+   * @param label The label; labels TLS uses itself ("client finished", "server finished",
+   *   "master secret", "extended master secret", "key expansion") are refused.
+   * @param context Optional context (TLS 1.2 tells no context from an empty one).
+   * @returns `length` bytes.
+   * @throws {RangeError} For a length out of range, or a label or context too long.
+   * @throws {TypeError} For a reserved label.
+   * @throws {TlsError} Once the flow is closed (code `"Closed"`).
+   */
+  exportKeyingMaterial(
+    length: number,
+    label: string,
+    context?: Uint8Array,
+  ): Uint8Array;
 }
 
 /**
@@ -227,6 +367,8 @@ function toInfo(info: HandshakeInfo): TlsHandshakeInfo {
     cipherSuite: info.cipherSuite,
     serverName: info.serverName,
     peerCertificates: info.peerCertificates,
+    resumed: info.resumed,
+    keyExchangeGroup: info.keyExchangeGroup,
   };
 }
 
@@ -618,6 +760,14 @@ class TlsConn implements TlsFlow {
   /** The inner flow's remote address, when it has one. */
   get remoteAddr(): FlowAddr | undefined {
     return (this.#inner as { remoteAddr?: FlowAddr }).remoteAddr;
+  }
+
+  exportKeyingMaterial(
+    length: number,
+    label: string,
+    context?: Uint8Array,
+  ): Uint8Array {
+    return this.#session.exportKeyingMaterial(length, label, context);
   }
 
   get readable(): ReadableStream<Uint8Array> {

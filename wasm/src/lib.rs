@@ -19,9 +19,12 @@
 mod alloc_count;
 #[cfg(target_feature = "simd128")]
 mod chacha;
+mod ech;
 mod errors;
 mod host_aead;
+mod keylog;
 mod options;
+mod pq;
 mod verify_cache;
 
 use std::cell::UnsafeCell;
@@ -40,12 +43,24 @@ static ALLOC: alloc_count::Counting = alloc_count::Counting;
 // Host imports
 // ---------------------------------------------------------------------------
 
+#[cfg(target_arch = "wasm32")]
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn mimic_now_ms() -> f64;
     fn mimic_panic(ptr: *const u8, len: usize);
 }
 // `env.mimic_random(ptr, len)` is imported by shims/getrandom (ring's RNG).
+
+// Host builds (`cargo test`): the same imports, from the host's std.
+#[cfg(not(target_arch = "wasm32"))]
+unsafe fn mimic_now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(-1.0)
+}
+#[cfg(not(target_arch = "wasm32"))]
+unsafe fn mimic_panic(_ptr: *const u8, _len: usize) {}
 
 /// Wall-clock time from the host (`Date.now()`); `SystemTime::now()` panics on
 /// wasm32-unknown-unknown and is never reached.
@@ -706,15 +721,7 @@ pub extern "C" fn mimic_conn_info(h: i32) -> i32 {
     };
     put_field(&mut out, Some(proto.as_bytes()));
     // IANA names: rustls spells the TLS 1.3 suites "TLS13_*".
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map(|s| match s.suite().as_str() {
-            Some(n) => match n.strip_prefix("TLS13_") {
-                Some(rest) => format!("TLS_{rest}"),
-                None => n.to_string(),
-            },
-            None => format!("{:?}", s.suite()),
-        });
+    let suite = conn.negotiated_cipher_suite().map(|s| options::suite_name(s.suite()));
     put_field(&mut out, suite.as_deref().map(str::as_bytes));
     put_field(&mut out, conn.alpn_protocol());
     let sni: Option<&str> = match conn {
@@ -727,8 +734,82 @@ pub extern "C" fn mimic_conn_info(h: i32) -> i32 {
     for cert in certs {
         put_field(&mut out, Some(cert.as_ref()));
     }
+    // Appended (issue 9): u32 handshake kind (0 full, 1 full with a
+    // HelloRetryRequest, 2 resumed), then the key exchange group's IANA name
+    // (null when none, e.g. a TLS 1.2 resumption).
+    let kind: u32 = match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => 2,
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest) => 1,
+        _ => 0,
+    };
+    out.extend_from_slice(&kind.to_le_bytes());
+    let group = conn.negotiated_key_exchange_group().map(|g| options::group_name(g.name()));
+    put_field(&mut out, group.as_deref().map(str::as_bytes));
     e.result = out;
     e.result.len() as i32
+}
+
+/// Moves the buffered NSS key log lines (see keylog.rs) into the result
+/// buffer and returns their length (0: none). Lines are UTF-8, each ending
+/// in `\n`.
+#[no_mangle]
+pub extern "C" fn mimic_keylog_take() -> i32 {
+    let e = engine();
+    keylog::take(&mut e.result);
+    e.result.len() as i32
+}
+
+/// Largest `length` of `mimic_conn_export`.
+const EXPORT_LIMIT: usize = 16 * 1024;
+
+/// Labels TLS itself uses with its PRF (RFC 5705 section 4, and TLS 1.2's
+/// extended master secret, RFC 7627): an exporter must not reuse them.
+const RESERVED_LABELS: [&str; 5] =
+    ["client finished", "server finished", "master secret", "extended master secret", "key expansion"];
+
+/// Keying material exporter (RFC 5705, RFC 8446 section 7.5): writes
+/// `length` bytes into the result buffer and returns `length`. The label is
+/// at (label_ptr, label_len); the context at (ctx_ptr, ctx_len) when
+/// `has_ctx` is 1 (TLS 1.2 tells no context from an empty one). -1 when the
+/// handshake is not complete, -2 for a bad length or a reserved label.
+///
+/// # Safety
+/// Both (ptr, len) must be valid buffers in linear memory.
+#[no_mangle]
+pub unsafe extern "C" fn mimic_conn_export(
+    h: i32,
+    length: usize,
+    label_ptr: *const u8,
+    label_len: usize,
+    ctx_ptr: *const u8,
+    ctx_len: usize,
+    has_ctx: i32,
+) -> i32 {
+    // SAFETY: per the contract above.
+    let (label, ctx) = unsafe { (slice(label_ptr, label_len), slice(ctx_ptr, ctx_len)) };
+    let e = engine();
+    let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    if length == 0 || length > EXPORT_LIMIT {
+        return fail(
+            e,
+            EngineError::options(format!("length must be 1 to {EXPORT_LIMIT} bytes, got {length}")),
+        );
+    }
+    if RESERVED_LABELS.iter().any(|r| r.as_bytes() == label) {
+        let l = String::from_utf8_lossy(label);
+        return fail(e, EngineError::options(format!("the label {l:?} is reserved by TLS")));
+    }
+    if c.conn.is_handshaking() {
+        return fail(e, EngineError::tls("TlsFailure", "handshake not complete".into()));
+    }
+    let out = vec![0u8; length];
+    match c.conn.export_keying_material(out, label, (has_ctx != 0).then_some(ctx)) {
+        Ok(out) => {
+            e.result = out;
+            length as i32
+        }
+        Err(err) => fail(e, errors::from_rustls(&err)),
+    }
 }
 
 /// Self-test of the SIMD ChaCha20-Poly1305 against ring's, on random keys,

@@ -11,6 +11,16 @@
 //! - 6: client CA certificates, PEM (server; when present a client certificate
 //!   is required)
 //! - 7: TLS 1.2 only (empty; for tests)
+//! - 8: a cipher suite, IANA name (repeatable; order = preference; default:
+//!   `provider()`'s order)
+//! - 9: minimum version, "TLSv1.2" or "TLSv1.3" (default TLSv1.2)
+//! - 10: maximum version, "TLSv1.2" or "TLSv1.3" (default TLSv1.3)
+//! - 11: a key exchange group, IANA name, case-insensitive (repeatable; order
+//!   = preference; default: X25519MLKEM768, x25519, secp256r1, secp384r1)
+//! - 12: key log on (empty): NSS key log lines are buffered (see keylog.rs)
+//! - 13: resumption off (client, empty)
+//! - 14: an ECHConfigList (client, bytes): Encrypted Client Hello, required
+//!   (TLS 1.3 only; see ech.rs)
 
 use std::sync::Arc;
 
@@ -21,7 +31,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CipherSuite, SupportedCipherSuite};
+use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::errors::EngineError;
@@ -37,6 +47,17 @@ struct Options<'a> {
     unsafely_ignore: bool,
     client_ca_certs: Vec<&'a [u8]>,
     tls12_only: bool,
+    cipher_suites: Vec<&'a str>,
+    min_version: Option<&'a str>,
+    max_version: Option<&'a str>,
+    kx_groups: Vec<&'a str>,
+    key_log: bool,
+    no_resumption: bool,
+    ech_config_list: Option<&'a [u8]>,
+}
+
+fn utf8<'a>(v: &'a [u8], what: &str) -> Result<&'a str, EngineError> {
+    std::str::from_utf8(v).map_err(|_| bad(format!("{what} is not UTF-8")))
 }
 
 fn bad(msg: impl Into<String>) -> EngineError {
@@ -69,6 +90,13 @@ fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
             5 => o.unsafely_ignore = true,
             6 => o.client_ca_certs.push(v),
             7 => o.tls12_only = true,
+            8 => o.cipher_suites.push(utf8(v, "a cipher suite name")?),
+            9 => o.min_version = Some(utf8(v, "minVersion")?),
+            10 => o.max_version = Some(utf8(v, "maxVersion")?),
+            11 => o.kx_groups.push(utf8(v, "a key exchange group name")?),
+            12 => o.key_log = true,
+            13 => o.no_resumption = true,
+            14 => o.ech_config_list = Some(v),
             _ => return Err(bad(format!("unknown option tag {tag}"))),
         }
     }
@@ -104,17 +132,20 @@ fn roots(pems: &[&[u8]], what: &str) -> Result<RootCertStore, EngineError> {
     Ok(store)
 }
 
-/// ring's provider with our record protection and suite order:
+/// ring's provider with our record protection and default orders. This is
+/// the one place the default orders are decided.
 ///
 /// - TLS 1.3 ChaCha20-Poly1305 uses our SIMD ChaCha20 (see chacha.rs);
 /// - the TLS 1.3 suites go to the host's AEAD where the host enabled it
 ///   (see host_aead.rs), else stay in wasm;
-/// - order: without AES instructions ring's constant-time software AES-GCM
+/// - suites: without AES instructions ring's constant-time software AES-GCM
 ///   is ~10x slower than ChaCha20-Poly1305, so ChaCha20 comes first, then
 ///   AES-128-GCM, then AES-256-GCM; a host whose AES-GCM is faster
 ///   (`host_aead::prefer_aes`) puts AES-128-GCM and AES-256-GCM first.
-///   TLS 1.3 suites before TLS 1.2 ones.
-fn provider() -> Arc<CryptoProvider> {
+///   TLS 1.3 suites before TLS 1.2 ones;
+/// - key exchange: X25519MLKEM768 (see pq.rs) first, then ring's x25519,
+///   secp256r1, secp384r1.
+fn default_provider() -> CryptoProvider {
     use crate::host_aead::{self, Alg};
     let mut p = rustls::crypto::ring::default_provider();
     for s in p.cipher_suites.iter_mut() {
@@ -152,7 +183,63 @@ fn provider() -> Arc<CryptoProvider> {
         };
         (1 - tls13, rank)
     });
-    Arc::new(p)
+    p.kx_groups.insert(0, crate::pq::X25519MLKEM768);
+    p
+}
+
+/// The IANA name of a cipher suite (rustls spells the TLS 1.3 ones "TLS13_*").
+pub fn suite_name(s: CipherSuite) -> String {
+    match s.as_str() {
+        Some(n) => match n.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => n.to_string(),
+        },
+        None => format!("{s:?}"),
+    }
+}
+
+/// The IANA name of a key exchange group.
+pub fn group_name(g: NamedGroup) -> String {
+    match g {
+        NamedGroup::X25519 => "x25519".into(),
+        NamedGroup::X448 => "x448".into(),
+        g => match g.as_str() {
+            Some(n) => n.to_string(),
+            None => format!("{g:?}"),
+        },
+    }
+}
+
+/// The provider for these options: the default one, or the suites and groups
+/// named, in the order given.
+fn provider(o: &Options<'_>) -> Result<Arc<CryptoProvider>, EngineError> {
+    let mut p = default_provider();
+    if !o.cipher_suites.is_empty() {
+        let mut chosen = Vec::with_capacity(o.cipher_suites.len());
+        for name in &o.cipher_suites {
+            let Some(s) = p.cipher_suites.iter().find(|s| suite_name(s.suite()) == *name) else {
+                return Err(bad(format!("cipherSuites: unknown cipher suite {name:?}")));
+            };
+            if !chosen.iter().any(|c: &SupportedCipherSuite| c.suite() == s.suite()) {
+                chosen.push(*s);
+            }
+        }
+        p.cipher_suites = chosen;
+    }
+    if !o.kx_groups.is_empty() {
+        let mut chosen: Vec<&'static dyn rustls::crypto::SupportedKxGroup> = Vec::new();
+        for name in &o.kx_groups {
+            let Some(g) = p.kx_groups.iter().find(|g| group_name(g.name()).eq_ignore_ascii_case(name))
+            else {
+                return Err(bad(format!("keyExchangeGroups: unknown group {name:?}")));
+            };
+            if !chosen.iter().any(|c| c.name() == g.name()) {
+                chosen.push(*g);
+            }
+        }
+        p.kx_groups = chosen;
+    }
+    Ok(Arc::new(p))
 }
 
 #[cfg(target_feature = "simd128")]
@@ -162,15 +249,45 @@ fn simd_chacha_suite(ring: &'static rustls::Tls13CipherSuite) -> &'static rustls
 }
 
 static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
 static TLS13_AND_12: [&rustls::SupportedProtocolVersion; 2] =
     [&rustls::version::TLS13, &rustls::version::TLS12];
 
-fn versions(tls12_only: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
-    if tls12_only {
-        &TLS12_ONLY
-    } else {
-        &TLS13_AND_12
+fn version(v: Option<&str>, what: &str, default: u8) -> Result<u8, EngineError> {
+    match v {
+        None => Ok(default),
+        Some("TLSv1.2") => Ok(2),
+        Some("TLSv1.3") => Ok(3),
+        Some(v) => Err(bad(format!("{what}: unknown TLS version {v:?} (TLSv1.2 or TLSv1.3)"))),
     }
+}
+
+/// The versions allowed, checked against the suites and groups of `p`.
+fn versions(
+    o: &Options<'_>,
+    p: &CryptoProvider,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], EngineError> {
+    let min = version(o.min_version, "minVersion", 2)?;
+    let max = version(o.max_version, "maxVersion", if o.tls12_only { 2 } else { 3 })?;
+    if min > max {
+        return Err(bad(format!("minVersion TLSv1.{min} is above maxVersion TLSv1.{max}")));
+    }
+    let list: &'static [&'static rustls::SupportedProtocolVersion] = match (min, max) {
+        (2, 2) => &TLS12_ONLY,
+        (3, 3) => &TLS13_ONLY,
+        _ => &TLS13_AND_12,
+    };
+    let usable = |v: &rustls::SupportedProtocolVersion| {
+        p.cipher_suites.iter().any(|s| s.version() == v)
+            && p.kx_groups.iter().any(|g| g.usable_for_version(v.version))
+    };
+    if !list.iter().any(|v| p.cipher_suites.iter().any(|s| s.version() == *v)) {
+        return Err(bad("cipherSuites: no cipher suite left for the versions allowed"));
+    }
+    if !list.iter().any(|v| usable(v)) {
+        return Err(bad("keyExchangeGroups: no key exchange group left for the versions allowed"));
+    }
+    Ok(list)
 }
 
 fn config_err(e: rustls::Error) -> EngineError {
@@ -179,10 +296,21 @@ fn config_err(e: rustls::Error) -> EngineError {
 
 pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
     let o = decode(b)?;
-    let provider = provider();
-    let builder = ClientConfig::builder_with_details(provider.clone(), Arc::new(HostTime))
-        .with_protocol_versions(versions(o.tls12_only))
-        .map_err(config_err)?;
+    let provider = provider(&o)?;
+    let versions = versions(&o, &provider)?;
+    let builder = ClientConfig::builder_with_details(provider.clone(), Arc::new(HostTime));
+    let builder = match o.ech_config_list {
+        None => builder.with_protocol_versions(versions).map_err(config_err)?,
+        Some(list) => {
+            if !versions.contains(&&rustls::version::TLS13) {
+                return Err(bad("echConfigList needs TLS 1.3 (maxVersion is TLSv1.2)"));
+            }
+            let ech = rustls::client::EchConfig::new(list.to_vec().into(), &crate::ech::SUITES)
+                .map_err(|e| bad(format!("echConfigList: {e}")))?;
+            // ECH is TLS 1.3 only.
+            builder.with_ech(rustls::client::EchMode::Enable(ech)).map_err(config_err)?
+        }
+    };
     // Parse the CA certificates even when verification is off, so malformed
     // PEM is always reported.
     let store = if o.ca_certs.is_empty() {
@@ -214,7 +342,14 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
         _ => return Err(bad("cert and key must be given together")),
     };
     cfg.alpn_protocols = o.alpn;
-    cfg.resumption = Resumption::in_memory_sessions(64);
+    cfg.resumption = if o.no_resumption {
+        Resumption::disabled()
+    } else {
+        Resumption::in_memory_sessions(64)
+    };
+    if o.key_log {
+        cfg.key_log = Arc::new(crate::keylog::BufferedKeyLog);
+    }
     Ok(Arc::new(cfg))
 }
 
@@ -225,9 +360,22 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
     };
     let chain = certs(c, "cert")?;
     let key = key(k)?;
-    let provider = provider();
+    if o.no_resumption {
+        return Err(bad("resumption is a client option"));
+    }
+    if o.ech_config_list.is_some() {
+        return Err(bad("echConfigList is a client option"));
+    }
+    let mut p = Arc::unwrap_or_clone(provider(&o)?);
+    let prefers_hybrid = p.kx_groups.first().map(|g| g.name()) == Some(NamedGroup::X25519MLKEM768);
+    if prefers_hybrid {
+        for g in p.kx_groups.iter_mut().skip(1) {
+            *g = crate::pq::server_classical(*g);
+        }
+    }
+    let provider = Arc::new(p);
     let builder = ServerConfig::builder_with_details(provider.clone(), Arc::new(HostTime))
-        .with_protocol_versions(versions(o.tls12_only))
+        .with_protocol_versions(versions(&o, &provider)?)
         .map_err(config_err)?;
     let builder = if o.client_ca_certs.is_empty() {
         builder.with_no_client_auth()
@@ -239,9 +387,20 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
         builder.with_client_cert_verifier(verifier)
     };
     let mut cfg = builder.with_single_cert(chain, key).map_err(config_err)?;
+    if prefers_hybrid {
+        // See pq.rs: the hybrid whenever the client supports it.
+        cfg.cert_resolver = Arc::new(crate::pq::PreferHybrid(cfg.cert_resolver.clone()));
+    }
     cfg.alpn_protocols = o.alpn;
     // Our suite order (ChaCha20 first, see provider()) over the client's.
     cfg.ignore_client_order = true;
+    // Sessions: TLS 1.3 tickets and TLS 1.2 tickets are stateless (ring's
+    // AEAD ticketer, keys rotated every 6 hours); TLS 1.2 session IDs use the
+    // default in-memory cache (256 sessions).
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_err)?;
+    if o.key_log {
+        cfg.key_log = Arc::new(crate::keylog::BufferedKeyLog);
+    }
     Ok(Arc::new(cfg))
 }
 
@@ -292,5 +451,149 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{ClientConnection, Connection, ServerConnection};
+
+    const CA: &str = include_str!("../../tests/fixtures/ca.pem");
+    const CERT: &str = include_str!("../../tests/fixtures/localhost.pem");
+    const KEY: &str = include_str!("../../tests/fixtures/localhost.key");
+
+    fn enc(fields: &[(u8, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (tag, v) in fields {
+            out.push(*tag);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+
+    fn client(extra: &[(u8, &str)]) -> Arc<ClientConfig> {
+        let mut f = vec![(1, CA)];
+        f.extend_from_slice(extra);
+        client_config(&enc(&f)).unwrap_or_else(|e| panic!("{}", e.message))
+    }
+
+    fn server(extra: &[(u8, &str)]) -> Arc<ServerConfig> {
+        let mut f = vec![(3, CERT), (4, KEY)];
+        f.extend_from_slice(extra);
+        server_config(&enc(&f)).unwrap_or_else(|e| panic!("{}", e.message))
+    }
+
+    /// Runs a handshake in memory, then lets the client read the server's
+    /// post-handshake messages (tickets).
+    fn handshake(c: Arc<ClientConfig>, s: Arc<ServerConfig>) -> (Connection, Connection) {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c: Connection = ClientConnection::new(c, name).unwrap().into();
+        let mut s: Connection = ServerConnection::new(s).unwrap().into();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !s.is_handshaking() && !s.wants_write() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        (c, s)
+    }
+
+    fn group(c: &Connection) -> String {
+        group_name(c.negotiated_key_exchange_group().unwrap().name())
+    }
+
+    #[test]
+    fn hybrid_by_default_and_fallback() {
+        let (c, s) = handshake(client(&[]), server(&[]));
+        assert_eq!(group(&c), "X25519MLKEM768");
+        assert_eq!(group(&s), "X25519MLKEM768");
+        // A server without ML-KEM takes the client's X25519 share: no HRR.
+        let (c, _) = handshake(client(&[]), server(&[(11, "x25519")]));
+        assert_eq!(group(&c), "x25519");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // secp256r1 only: a HelloRetryRequest.
+        let (c, _) = handshake(client(&[]), server(&[(11, "SECP256R1")]));
+        assert_eq!(group(&c), "secp256r1");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        // A client listing the hybrid last (as Deno's): our server still
+        // takes it, with a HelloRetryRequest.
+        let (c, s) = handshake(client(&[(11, "x25519"), (11, "X25519MLKEM768")]), server(&[]));
+        assert_eq!(group(&c), "X25519MLKEM768");
+        assert_eq!(group(&s), "X25519MLKEM768");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest));
+        // ... but not when the server itself puts x25519 first.
+        let (c, _) = handshake(
+            client(&[(11, "x25519"), (11, "X25519MLKEM768")]),
+            server(&[(11, "x25519"), (11, "X25519MLKEM768")]),
+        );
+        assert_eq!(group(&c), "x25519");
+        // A client without the hybrid still gets x25519 from a default server.
+        let (c, _) = handshake(client(&[(11, "x25519")]), server(&[]));
+        assert_eq!(group(&c), "x25519");
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // TLS 1.2: the hybrid is not usable, x25519 is.
+        let (c, _) = handshake(client(&[(10, "TLSv1.2")]), server(&[]));
+        assert_eq!(group(&c), "x25519");
+        assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    }
+
+    #[test]
+    fn suites_and_versions() {
+        let (c, _) = handshake(client(&[(8, "TLS_AES_256_GCM_SHA384")]), server(&[]));
+        assert_eq!(suite_name(c.negotiated_cipher_suite().unwrap().suite()), "TLS_AES_256_GCM_SHA384");
+        let (c, _) = handshake(
+            client(&[]),
+            server(&[(8, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"), (9, "TLSv1.2"), (10, "TLSv1.2")]),
+        );
+        assert_eq!(
+            suite_name(c.negotiated_cipher_suite().unwrap().suite()),
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+        );
+        let err = |f: &[(u8, &str)]| client_config(&enc(f)).err().unwrap().message;
+        assert!(err(&[(8, "TLS_NOPE")]).contains("\"TLS_NOPE\""));
+        assert!(err(&[(11, "x9")]).contains("\"x9\""));
+        assert!(err(&[(9, "TLSv1.1")]).contains("\"TLSv1.1\""));
+        assert!(err(&[(9, "TLSv1.3"), (10, "TLSv1.2")]).contains("above"));
+        assert!(err(&[(8, "TLS_AES_128_GCM_SHA256"), (10, "TLSv1.2")]).contains("no cipher suite"));
+        assert!(err(&[(11, "X25519MLKEM768"), (10, "TLSv1.2")]).contains("no key exchange group"));
+    }
+
+    #[test]
+    fn resumption_exporter_keylog() {
+        let cc = client(&[(12, "")]);
+        let sc = server(&[(12, "")]);
+        let (c, s) = handshake(cc.clone(), sc.clone());
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        let a = c.export_keying_material([0u8; 32], b"EXPERIMENTAL x", Some(b"ctx")).unwrap();
+        let b = s.export_keying_material([0u8; 32], b"EXPERIMENTAL x", Some(b"ctx")).unwrap();
+        assert_eq!(a, b);
+        let mut lines = Vec::new();
+        crate::keylog::take(&mut lines);
+        let text = String::from_utf8(lines).unwrap();
+        // 5 labels, each from both sides.
+        assert_eq!(text.lines().count(), 10, "{text}");
+        assert!(text.contains("CLIENT_HANDSHAKE_TRAFFIC_SECRET "));
+        let (c, s) = handshake(cc, sc.clone());
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        let off = client(&[(13, "")]);
+        let (c, _) = handshake(off.clone(), sc.clone());
+        let (c2, _) = handshake(off, sc);
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        assert_eq!(c2.handshake_kind(), Some(rustls::HandshakeKind::Full));
     }
 }

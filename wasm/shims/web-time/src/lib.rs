@@ -55,7 +55,7 @@ impl SystemTime {
 
     /// `self - earlier`, or an error when `earlier` is later than `self`.
     pub fn duration_since(&self, earlier: SystemTime) -> Result<Duration, SystemTimeError> {
-        self.0.checked_sub(earlier.0).ok_or(SystemTimeError(earlier.0 - self.0))
+        self.0.checked_sub(earlier.0).ok_or_else(|| SystemTimeError(earlier.0 - self.0))
     }
 }
 

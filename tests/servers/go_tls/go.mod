@@ -1,0 +1,3 @@
+module mimic.test/go_tls
+
+go 1.26
