@@ -64,15 +64,20 @@ import {
   type Value,
 } from "../mod.ts";
 import {
+  type ClientHelloInfo,
   clientSession,
   type HandshakeInfo,
   serverSession,
   type Session,
   TlsError,
 } from "./_engine.ts";
+import { acceptHello } from "./_accept.ts";
+import { type PeerCertificate, peerCertificate } from "./_x509.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
 
 export { TlsError } from "./_engine.ts";
+export type { ClientHelloInfo, TlsErrorCode } from "./_engine.ts";
+export type { PeerCertificate } from "./_x509.ts";
 export type { Arg, ArgTypes, Context, Flow, Protocol, Value };
 
 /** Options of {@linkcode startTls}: the client side of TLS. */
@@ -117,7 +122,32 @@ export interface TlsServerOptions {
    * CA certificates (PEM).
    */
   clientCaCerts?: string[];
+  /**
+   * With `clientCaCerts`: `"required"` (the default) refuses a client
+   * without a certificate (`TlsError` code "NoCertificatesPresented" on the
+   * server); `"optional"` accepts one without, but a certificate it does
+   * present must still verify. Without `clientCaCerts`, a `TypeError`.
+   */
+  clientAuth?: "required" | "optional";
   /** Aborts the handshake: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Chooses the server's options from the ClientHello, sync or async: one
+ * server, several names (certificates by SNI), or ALPN-dependent options.
+ * Given to {@linkcode acceptTls} or as `serve`'s `tls`.
+ */
+export type TlsServerOptionsFunction = (
+  hello: ClientHelloInfo,
+) => TlsServerOptions | Promise<TlsServerOptions>;
+
+/** The third argument of {@linkcode acceptTls}. */
+export interface AcceptTlsOptions {
+  /**
+   * Aborts the handshake, the ClientHello phase included (with either form
+   * of the options; with an options object, as well as its own `signal`).
+   */
   signal?: AbortSignal;
 }
 
@@ -133,6 +163,12 @@ export interface TlsHandshakeInfo {
   serverName: string | null;
   /** The peer's certificates, DER, leaf first; empty when it sent none. */
   peerCertificates: Uint8Array[];
+  /**
+   * The peer's leaf certificate, parsed (subject, issuer, SANs, validity,
+   * serial, SHA-256 fingerprint); `null` when it sent none (or when it
+   * cannot be parsed, which a verified certificate always can).
+   */
+  peerCertificate: PeerCertificate | null;
 }
 
 /**
@@ -250,6 +286,7 @@ function toInfo(info: HandshakeInfo): TlsHandshakeInfo {
     cipherSuite: info.cipherSuite,
     serverName: info.serverName,
     peerCertificates: info.peerCertificates,
+    peerCertificate: peerCertificate(info.peerCertificates[0]),
   };
 }
 
@@ -744,24 +781,88 @@ export async function startTls(
  * assert.equal(await client, "hello\n");
  * ```
  *
+ * @example One server, two names: certificates chosen by SNI
+ * ```ts
+ * import { acceptTls, type ClientHelloInfo, startTls } from "@mimic/mimic/tls";
+ * import { pipe } from "@mimic/mimic/pipe";
+ * import assert from "node:assert/strict";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const certs: Record<string, { cert: string; key: string }> = {
+ *   "localhost": {
+ *     cert: await pem("localhost.pem"),
+ *     key: await pem("localhost.key"),
+ *   },
+ *   "wrong.example": {
+ *     cert: await pem("wrongname.pem"),
+ *     key: await pem("wrongname.key"),
+ *   },
+ * };
+ * const seen: ClientHelloInfo[] = [];
+ * const [a, b] = pipe();
+ * const [client, server] = await Promise.all([
+ *   startTls(a, { hostname: "wrong.example", caCerts: [await pem("ca.pem")] }),
+ *   acceptTls(b, (hello) => {
+ *     seen.push(hello);
+ *     return certs[hello.serverName ?? "localhost"] ?? certs.localhost;
+ *   }),
+ * ]);
+ * assert.equal(seen[0].serverName, "wrong.example");
+ * assert.equal(
+ *   (await client.handshake()).peerCertificate?.subject,
+ *   "CN=wrong.example",
+ * );
+ * client.close();
+ * server.close();
+ * ```
+ *
  * @param flow The transport: any flow.
- * @param options The certificate and key, ALPN, client CAs, a signal.
+ * @param options The certificate and key, ALPN, client CAs, a signal; or a
+ *   function of the ClientHello ({@linkcode ClientHelloInfo}) that returns
+ *   them, sync or async. If the function throws (or rejects), `acceptTls`
+ *   rejects with its error, after sending a handshake_failure alert (best
+ *   effort); if it never settles, the signal ends the handshake. What it
+ *   returns is validated as an options object is (`TypeError`).
+ * @param init A signal for the whole handshake (either form of `options`).
  * @returns The TLS flow, its handshake complete.
  * @throws {TypeError} Before any I/O, for a missing `cert` or `key`, or malformed PEM.
  * @throws {TlsError} When the handshake fails.
  */
 export async function acceptTls(
   flow: Flow,
-  options: TlsServerOptions,
+  options: TlsServerOptions | TlsServerOptionsFunction,
+  init: AcceptTlsOptions = {},
 ): Promise<TlsFlow> {
+  const outer = init?.signal;
+  if (typeof options === "function") {
+    outer?.throwIfAborted();
+    const { session, signal } = await acceptHello(flow, options, outer);
+    return await TlsConn.open(flow, session, both(outer, signal));
+  }
   const { signal, ...engineOptions } = options ?? {};
   if (typeof options?.cert !== "string" || typeof options?.key !== "string") {
     throw new TypeError(
-      "Cannot accept TLS: cert and key are required, as PEM strings",
+      "Cannot accept TLS: cert and key are required, as PEM strings (or a function of the ClientHello that returns them)",
     );
   }
-  signal?.throwIfAborted();
-  return await TlsConn.open(flow, await serverSession(engineOptions), signal);
+  const combined = both(outer, signal);
+  combined?.throwIfAborted();
+  return await TlsConn.open(
+    flow,
+    await serverSession(engineOptions),
+    combined,
+  );
+}
+
+/** Either signal, or both, or none. */
+function both(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): AbortSignal | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return AbortSignal.any([a, b]);
 }
 
 /**

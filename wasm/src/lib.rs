@@ -16,6 +16,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod acceptor;
 mod alloc_count;
 #[cfg(target_feature = "simd128")]
 mod chacha;
@@ -79,6 +80,8 @@ struct Conn {
     conn: Connection,
     /// Server name sent by the client (None for an IP address), client side.
     sni: Option<String>,
+    /// The peer's first bytes, to explain a failure on them.
+    head: errors::Head,
 }
 
 struct Slab<T> {
@@ -120,6 +123,7 @@ impl<T> Slab<T> {
 struct Engine {
     configs: Slab<Config>,
     conns: Slab<Conn>,
+    acceptors: Slab<acceptor::Acceptor>,
     result: Vec<u8>,
 }
 
@@ -130,6 +134,7 @@ unsafe impl Sync for Global {}
 static ENGINE: Global = Global(UnsafeCell::new(Engine {
     configs: Slab::new(),
     conns: Slab::new(),
+    acceptors: Slab::new(),
     result: Vec::new(),
 }));
 
@@ -325,7 +330,7 @@ pub unsafe extern "C" fn mimic_client_new(cfg: i32, ptr: *const u8, len: usize) 
     match ClientConnection::new(config, name) {
         Ok(mut c) => {
             c.set_buffer_limit(Some(BUFFER_LIMIT));
-            e.conns.insert(Conn { conn: c.into(), sni })
+            e.conns.insert(Conn { conn: c.into(), sni, head: Default::default() })
         }
         Err(err) => fail(e, errors::from_rustls(&err)),
     }
@@ -342,7 +347,7 @@ pub extern "C" fn mimic_server_new(cfg: i32) -> i32 {
     match ServerConnection::new(config) {
         Ok(mut c) => {
             c.set_buffer_limit(Some(BUFFER_LIMIT));
-            e.conns.insert(Conn { conn: c.into(), sni: None })
+            e.conns.insert(Conn { conn: c.into(), sni: None, head: Default::default() })
         }
         Err(err) => fail(e, errors::from_rustls(&err)),
     }
@@ -368,13 +373,18 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
     let data = unsafe { slice(ptr, len) };
     let e = engine();
     let Some(c) = e.conns.get(h) else { return no_conn(e) };
+    c.head.note(data);
+    let client = matches!(c.conn, Connection::Client(_));
     let conn = &mut c.conn;
     if data.is_empty() {
         // Reading from an empty slice returns Ok(0): rustls records the EOF.
         let _ = conn.read_tls(&mut &data[..]);
         return match conn.process_new_packets() {
             Ok(_) => 0,
-            Err(err) => fail(e, errors::from_rustls(&err)),
+            Err(err) => {
+                let err = c.head.explain(errors::from_rustls(&err), client);
+                fail(e, err)
+            }
         };
     }
     let mut rest = data;
@@ -390,14 +400,17 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
             Err(err) => {
                 let msg = err.to_string();
                 // Surface a pending TLS error if there is one, else bad input.
-                if let Err(tls) = conn.process_new_packets() {
-                    return fail(e, errors::from_rustls(&tls));
-                }
-                return fail(e, EngineError::tls("BadInput", msg));
+                let err = match conn.process_new_packets() {
+                    Err(tls) => errors::from_rustls(&tls),
+                    Ok(_) => EngineError::tls("BadInput", msg),
+                };
+                let err = c.head.explain(err, client);
+                return fail(e, err);
             }
         }
         if let Err(err) = conn.process_new_packets() {
-            return fail(e, errors::from_rustls(&err));
+            let err = c.head.explain(errors::from_rustls(&err), client);
+            return fail(e, err);
         }
     }
     (data.len() - rest.len()) as i32
