@@ -653,6 +653,16 @@ class TlsConn implements TlsFlow {
     return this.#info!;
   }
 
+  /** The inner flow's local address, when it has one. */
+  get localAddr(): Deno.Addr | undefined {
+    return (this.#inner as { localAddr?: Deno.Addr }).localAddr;
+  }
+
+  /** The inner flow's remote address, when it has one. */
+  get remoteAddr(): Deno.Addr | undefined {
+    return (this.#inner as { remoteAddr?: Deno.Addr }).remoteAddr;
+  }
+
   get readable(): ReadableStream<Uint8Array> {
     return this.#readable ??= readableFromFlow(
       (p) => this.read(p),
