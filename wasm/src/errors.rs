@@ -182,8 +182,13 @@ const EXCERPT_BYTES: usize = 24;
 /// A short printable excerpt of `bytes`, quoted: printable ASCII as is,
 /// `\r`, `\n`, `\t`, `\"`, `\\` and `\xNN` otherwise, "..." when cut.
 pub fn excerpt(bytes: &[u8]) -> String {
+    excerpt_max(bytes, EXCERPT_BYTES)
+}
+
+/// [`excerpt`] of at most `max` bytes.
+pub fn excerpt_max(bytes: &[u8], max: usize) -> String {
     let mut out = String::from("\"");
-    for &b in bytes.iter().take(EXCERPT_BYTES) {
+    for &b in bytes.iter().take(max) {
         match b {
             b'\r' => out.push_str("\\r"),
             b'\n' => out.push_str("\\n"),
@@ -194,7 +199,7 @@ pub fn excerpt(bytes: &[u8]) -> String {
             _ => out.push_str(&format!("\\x{b:02x}")),
         }
     }
-    if bytes.len() > EXCERPT_BYTES {
+    if bytes.len() > max {
         out.push_str("...");
     }
     out.push('"');

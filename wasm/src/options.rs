@@ -26,7 +26,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::errors::{excerpt, ordinal, EngineError};
+use crate::errors::{excerpt_max, ordinal, EngineError};
 use rustls::pki_types::pem;
 use crate::verify_cache::CachingVerifier;
 use crate::HostTime;
@@ -116,7 +116,7 @@ fn pem_error(pem: &[u8], what: &str, e: &pem::Error) -> EngineError {
             return bad(format!(
                 "{what}: the {} PEM section has a malformed BEGIN line: {}",
                 ordinal(n),
-                excerpt(begin)
+                excerpt_max(begin, 64)
             ));
         };
         let name = String::from_utf8_lossy(label).into_owned();
@@ -155,10 +155,10 @@ fn pem_error(pem: &[u8], what: &str, e: &pem::Error) -> EngineError {
 fn describe(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => {
-            format!("no END line for {}", excerpt(end_marker))
+            format!("no END line for {}", excerpt_max(end_marker, 64))
         }
         pem::Error::IllegalSectionStart { line } => {
-            format!("a malformed BEGIN line: {}", excerpt(trim_line(line)))
+            format!("a malformed BEGIN line: {}", excerpt_max(trim_line(line), 64))
         }
         other => other.to_string(),
     }
