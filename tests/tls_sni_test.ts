@@ -582,3 +582,68 @@ Deno.test("clientAuth: optional accepts clients with and without a certificate; 
     b.close();
   });
 });
+
+Deno.test("acceptTls(fn): bytes that arrive with the ClientHello carry over to the connection", async (t) => {
+  /**
+   * Relays our client to acceptTls(fn), with `extra` appended to the
+   * client's first write (its ClientHello), in the same write.
+   */
+  const relayed = async (extra: number[]) => {
+    const [clientEnd, relayA] = pipe();
+    const [relayB, serverEnd] = pipe();
+    const client = startTls(clientEnd, {
+      hostname: "localhost",
+      caCerts: [ca],
+    });
+    client.catch(() => {});
+    const server = acceptTls(serverEnd, () => localhost);
+    server.catch(() => {});
+    const buf = new Uint8Array(16384);
+    const n = (await relayA.read(buf))!;
+    const first = new Uint8Array(n + extra.length);
+    first.set(buf.subarray(0, n));
+    first.set(extra, n);
+    await relayB.write(first);
+    const pump = async (from: typeof relayA, to: typeof relayA) => {
+      const b = new Uint8Array(16384);
+      try {
+        for (let m; (m = await from.read(b)) !== null;) {
+          await to.write(b.subarray(0, m));
+        }
+        await to.closeWrite();
+      } catch {
+        // One side went away.
+      }
+    };
+    const pumps = Promise.all([pump(relayA, relayB), pump(relayB, relayA)]);
+    const close = async () => {
+      relayA.close();
+      relayB.close();
+      clientEnd.close();
+      serverEnd.close();
+      await pumps;
+    };
+    return { client, server, close };
+  };
+
+  await t.step(
+    "a ChangeCipherSpec (middlebox compatibility): the handshake completes",
+    async () => {
+      const r = await relayed([20, 3, 3, 0, 1, 1]);
+      const [c, sv] = await Promise.all([r.client, r.server]);
+      await c.write(encoder.encode("after"));
+      await c.closeWrite();
+      assert.equal(decoder.decode(await readAll(sv)), "after");
+      c.close();
+      sv.close();
+      await r.close();
+    },
+  );
+
+  await t.step("a bogus record: the connection sees it and fails", async () => {
+    // Application data before any key: were it lost, the handshake would complete.
+    const r = await relayed([23, 3, 3, 0, 5, 1, 2, 3, 4, 5]);
+    await assert.rejects(r.server, TlsError);
+    await r.close();
+  });
+});
