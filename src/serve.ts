@@ -34,6 +34,16 @@ export type { Flow, TlsServerOptions, TlsServerOptionsFunction };
  * A flow as a handler receives it: with the transport's addresses when it
  * has them (TCP and Unix listeners; a TLS flow passes its transport's
  * through, so a `serve({ tls })` handler sees the client's address).
+ *
+ * @example Log who connected
+ * ```ts
+ * import type { ServeHandler } from "@mimic/mimic/serve";
+ *
+ * const handler: ServeHandler = (flow) => {
+ *   const peer = flow.remoteAddr as Deno.NetAddr | undefined;
+ *   console.log("connection from", peer?.hostname, peer?.port);
+ * };
+ * ```
  */
 export type ServedFlow = Flow & {
   /** This side's address, when the transport has one. */
@@ -83,6 +93,8 @@ export type ServeHandler = (
  *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
  *   // Runs on the TLS flow, once the handshake is complete.
  *   upgrade: (flow) => Promise.resolve(flow),
+ *   // A client that has not finished its TLS handshake in 5 s is dropped.
+ *   handshakeTimeout: 5_000,
  *   onError: (error) => console.warn("connection failed:", error),
  *   closeOnShutdown: true,
  * };

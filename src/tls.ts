@@ -137,6 +137,24 @@ export interface TlsServerOptions {
  * Chooses the server's options from the ClientHello, sync or async: one
  * server, several names (certificates by SNI), or ALPN-dependent options.
  * Given to {@linkcode acceptTls} or as `serve`'s `tls`.
+ *
+ * @example Certificates by name, with a default
+ * ```ts
+ * import type { TlsServerOptionsFunction } from "@mimic/mimic/tls";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const fallback = {
+ *   cert: await pem("localhost.pem"),
+ *   key: await pem("localhost.key"),
+ * };
+ * const byName = new Map([["wrong.example", {
+ *   cert: await pem("wrongname.pem"),
+ *   key: await pem("wrongname.key"),
+ * }]]);
+ * const choose: TlsServerOptionsFunction = (hello) =>
+ *   byName.get(hello.serverName ?? "") ?? fallback;
+ * ```
  */
 export type TlsServerOptionsFunction = (
   hello: ClientHelloInfo,
