@@ -18,23 +18,55 @@ import {
   noHostAeadImports,
   PREFER_AES,
 } from "./_host_aead.ts";
+/**
+ * The stable codes of {@linkcode TlsError}:
+ *
+ * - the peer's certificate: "UnknownIssuer" (not issued by a trusted CA),
+ *   "NotValidForName", "Expired", "NotValidYet", "InvalidPurpose" (wrong
+ *   extended key usage), "BadSignature", "BadCertificate" (any other
+ *   certificate problem), "NoCertificatesPresented" (a client that sent no
+ *   certificate to a server requiring one);
+ * - the peer: "AlertReceived" (it sent a fatal alert, named in
+ *   {@linkcode TlsError.alert}), "NoApplicationProtocol" (no ALPN protocol
+ *   in common), "PeerIncompatible" (no version, suite, group or signature
+ *   scheme in common), "BadInput" (bytes that are not TLS, e.g. a peer that
+ *   does not speak TLS, or a corrupt record), "ProtocolViolation" (TLS in
+ *   the wrong order), "UnexpectedEof" (the transport ended without
+ *   close_notify, or failed, or ended mid-handshake);
+ * - this side: "HandshakeTimeout" (`serve`'s `handshakeTimeout` elapsed),
+ *   "EngineFailure" (the wasm engine trapped), "Closed" (the TLS session
+ *   was released), "TlsFailure" (any other TLS failure).
+ */
+export type TlsErrorCode =
+  | "UnknownIssuer"
+  | "NotValidForName"
+  | "Expired"
+  | "NotValidYet"
+  | "InvalidPurpose"
+  | "BadSignature"
+  | "BadCertificate"
+  | "NoCertificatesPresented"
+  | "AlertReceived"
+  | "NoApplicationProtocol"
+  | "PeerIncompatible"
+  | "BadInput"
+  | "ProtocolViolation"
+  | "UnexpectedEof"
+  | "HandshakeTimeout"
+  | "EngineFailure"
+  | "Closed"
+  | "TlsFailure";
 
 /** A TLS failure, with a stable {@linkcode TlsError.code}. */
 export class TlsError extends Error {
-  /**
-   * Stable code: "UnknownIssuer", "NotValidForName", "Expired", "NotValidYet",
-   * "InvalidPurpose", "BadSignature", "BadCertificate", "AlertReceived",
-   * "NoApplicationProtocol", "PeerIncompatible", "BadInput",
-   * "ProtocolViolation", "NoCertificatesPresented", "UnexpectedEof",
-   * "EngineFailure", "Closed" or "TlsFailure" (any other TLS failure).
-   */
-  readonly code: string;
+  /** Stable code: one of {@linkcode TlsErrorCode}. */
+  readonly code: TlsErrorCode;
   /** For code "AlertReceived": the alert's name, e.g. "handshake_failure". */
   readonly alert?: string;
 
   /** Creates a TlsError with the given code and message. */
   constructor(
-    code: string,
+    code: TlsErrorCode,
     message: string,
     options?: ErrorOptions & { alert?: string },
   ) {
@@ -110,6 +142,11 @@ export interface EngineServerOptions extends EngineCommonOptions {
   alpnProtocols?: string[];
   /** When given, a client certificate issued by one of these CAs is required. */
   clientCaCerts?: string[];
+  /**
+   * With `clientCaCerts`: "required" (default) or "optional" (a client may
+   * send no certificate; one it sends must verify).
+   */
+  clientAuth?: "required" | "optional";
   /** @internal Testing only: restrict to TLS 1.2. */
   _tls12Only?: boolean;
   /** @internal As {@linkcode EngineClientOptions._hostAead}. */
@@ -260,6 +297,12 @@ interface Exports {
   mimic_selftest(): number;
   mimic_host_aead_selftest(): number;
   mimic_set_host_aead(mask: number): void;
+  mimic_acceptor_new(): number;
+  mimic_acceptor_free(handle: number): void;
+  mimic_acceptor_feed(handle: number, ptr: number, len: number): number;
+  mimic_acceptor_take(handle: number, ptr: number, cap: number): number;
+  mimic_acceptor_hello(handle: number): number;
+  mimic_acceptor_accept(handle: number, config: number): number;
 }
 
 /**
@@ -362,7 +405,10 @@ class Engine {
     if (code === "AlertReceived") {
       return new TlsError(code, `received fatal alert: ${alert}`, { alert });
     }
-    return new TlsError(code || "TlsFailure", message || "TLS failure");
+    return new TlsError(
+      (code || "TlsFailure") as TlsErrorCode,
+      message || "TLS failure",
+    );
   }
 
   /** Copies `bytes` into a fresh engine allocation; runs f(ptr, len). */
@@ -690,6 +736,7 @@ const RESERVED_LABELS = new Set([
   "extended master secret",
   "key expansion",
 ]);
+const TAG_CLIENT_AUTH_OPTIONAL = 16;
 
 class OptionsWriter {
   #parts: Uint8Array[] = [];
@@ -891,6 +938,21 @@ function encodeServer(o: EngineServerOptions): [string, Uint8Array] {
   if (clientCaCerts !== undefined && clientCaCerts.length === 0) {
     throw new TypeError("clientCaCerts must hold at least one certificate");
   }
+  const clientAuth = o.clientAuth;
+  if (
+    clientAuth !== undefined && clientAuth !== "required" &&
+    clientAuth !== "optional"
+  ) {
+    throw new TypeError(
+      `clientAuth must be "required" or "optional", not ${
+        JSON.stringify(clientAuth) ?? String(clientAuth)
+      }`,
+    );
+  }
+  if (clientAuth !== undefined && clientCaCerts === undefined) {
+    throw new TypeError("clientAuth needs clientCaCerts");
+  }
+  const optional = clientAuth === "optional";
   const tls12 = o._tls12Only === true;
   const w = new OptionsWriter();
   w.add(TAG_CERT, cert);
@@ -899,6 +961,7 @@ function encodeServer(o: EngineServerOptions): [string, Uint8Array] {
   for (const c of clientCaCerts ?? []) w.add(TAG_CLIENT_CA, c);
   if (tls12) w.add(TAG_TLS12_ONLY);
   const common = encodeCommon(o, w);
+  if (optional) w.add(TAG_CLIENT_AUTH_OPTIONAL);
   const cacheKey = JSON.stringify([
     cert,
     key,
@@ -906,6 +969,7 @@ function encodeServer(o: EngineServerOptions): [string, Uint8Array] {
     clientCaCerts,
     tls12,
     common,
+    optional,
   ]);
   return [cacheKey, w.finish()];
 }
@@ -1309,6 +1373,175 @@ export function serverSession(options: EngineServerOptions): Promise<Session> {
       return new EngineSession(e, h, options.keyLog);
     });
   })();
+}
+
+// ---------------------------------------------------------------------------
+// The ClientHello phase (server certificate selection)
+// ---------------------------------------------------------------------------
+
+/** What the server learns from the ClientHello, before it picks its options. */
+export interface ClientHelloInfo {
+  /** The SNI name the client sent, or `null` (none, or an IP address). */
+  serverName: string | null;
+  /** The ALPN protocols offered, in the client's order (empty without ALPN). */
+  alpnProtocols: string[];
+  /**
+   * The cipher suites offered, IANA names in the client's order, e.g.
+   * "TLS_AES_128_GCM_SHA256"; an unknown suite as "0x1234"; GREASE omitted.
+   */
+  cipherSuites: string[];
+  /**
+   * The signature schemes offered, IANA names in the client's order, e.g.
+   * "ecdsa_secp256r1_sha256", "rsa_pss_rsae_sha256", "ed25519"; an unknown
+   * one as "0x1234"; GREASE omitted.
+   */
+  signatureSchemes: string[];
+}
+
+/** Reads a ClientHello, then becomes a server {@linkcode Session}. */
+export interface HelloAcceptor {
+  /**
+   * Feeds bytes from the client; returns how many were consumed: fewer than
+   * data.length once the ClientHello is complete (the rest goes to the
+   * session, after accept). Throws TlsError on a TLS error (then
+   * takeOutgoing() may hold an alert).
+   */
+  feed(data: Uint8Array): number;
+  /** The ClientHello, once complete; null before. */
+  hello(): ClientHelloInfo | null;
+  /** An alert to send after a failure, or null. */
+  takeOutgoing(): Uint8Array | null;
+  /**
+   * The server session for these options (TypeError for invalid options),
+   * every byte read so far carried over. Once; throws TlsError if the TLS
+   * options do not fit the ClientHello (then takeOutgoing() may hold an
+   * alert).
+   */
+  accept(options: EngineServerOptions): Session;
+  /** Releases the acceptor. Idempotent. */
+  free(): void;
+}
+
+const acceptorFinalizer = new FinalizationRegistry<
+  { engine: Engine; handle: number }
+>(({ engine, handle }) => {
+  if (!engine.poisoned) {
+    try {
+      engine.call(() => engine.x.mimic_acceptor_free(handle));
+    } catch {
+      // Poisoned: nothing to free.
+    }
+  }
+});
+
+class EngineAcceptor implements HelloAcceptor {
+  readonly #engine: Engine;
+  readonly #handle: number;
+  #freed = false;
+
+  constructor(engine: Engine, handle: number) {
+    this.#engine = engine;
+    this.#handle = handle;
+    acceptorFinalizer.register(this, { engine, handle }, this);
+  }
+
+  #check(): Engine {
+    if (this.#freed) throw new TlsError("Closed", "the acceptor was freed");
+    if (this.#engine.poisoned) {
+      throw engineFailure(undefined, this.#engine.panicMessage);
+    }
+    return this.#engine;
+  }
+
+  feed(data: Uint8Array): number {
+    const e = this.#check();
+    let total = 0;
+    while (total < data.length) {
+      const n = Math.min(data.length - total, SCRATCH_SIZE);
+      e.mem().set(data.subarray(total, total + n), e.scratch);
+      const r = e.call(() =>
+        e.x.mimic_acceptor_feed(this.#handle, e.scratch, n)
+      );
+      if (r < 0) throw e.error(r);
+      total += r;
+      if (r < n) break;
+    }
+    return total;
+  }
+
+  hello(): ClientHelloInfo | null {
+    const e = this.#check();
+    const len = e.call(() => e.x.mimic_acceptor_hello(this.#handle));
+    if (len < 0) throw e.error(len);
+    if (len === 0) return null;
+    const ptr = e.call(() => e.x.mimic_result_ptr()) >>> 0;
+    const bytes = e.mem().slice(ptr, ptr + len);
+    const view = new DataView(bytes.buffer);
+    let off = 0;
+    const str = (): string | null => {
+      const n = view.getUint32(off, true);
+      off += 4;
+      if (n === 0xffffffff) return null;
+      const v = decoder.decode(bytes.subarray(off, off + n));
+      off += n;
+      return v;
+    };
+    const list = (): string[] => {
+      const count = view.getUint32(off, true);
+      off += 4;
+      const out: string[] = [];
+      for (let i = 0; i < count; i++) out.push(str() ?? "");
+      return out;
+    };
+    const serverName = str();
+    const alpnProtocols = list();
+    const cipherSuites = list();
+    const signatureSchemes = list();
+    return { serverName, alpnProtocols, cipherSuites, signatureSchemes };
+  }
+
+  takeOutgoing(): Uint8Array | null {
+    const e = this.#check();
+    const r = e.call(() =>
+      e.x.mimic_acceptor_take(this.#handle, e.scratch, SCRATCH_SIZE)
+    );
+    if (r <= 0) return null;
+    return e.mem().slice(e.scratch, e.scratch + r);
+  }
+
+  accept(options: EngineServerOptions): Session {
+    const e = this.#check();
+    const [key, encoded] = encodeServer(options);
+    const config = e.config("server", key, encoded);
+    const h = e.call(() => e.x.mimic_acceptor_accept(this.#handle, config));
+    if (h < 0) throw e.error(h);
+    return new EngineSession(e, h);
+  }
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    acceptorFinalizer.unregister(this);
+    const e = this.#engine;
+    if (e.poisoned) return;
+    try {
+      e.call(() => e.x.mimic_acceptor_free(this.#handle));
+    } catch {
+      // The instance is poisoned now; there is nothing left to free.
+    }
+  }
+}
+
+/**
+ * Loads the engine lazily and returns a new acceptor waiting for a
+ * ClientHello.
+ */
+export async function helloAcceptor(): Promise<HelloAcceptor> {
+  return await withEngine((e) => {
+    const h = e.call(() => e.x.mimic_acceptor_new());
+    if (h <= 0) throw e.error(h);
+    return new EngineAcceptor(e, h);
+  });
 }
 
 /**

@@ -26,11 +26,36 @@
  */
 
 import { type Flow, SourceFlow } from "./flow.ts";
-import type { TlsServerOptions } from "./tls.ts";
+import type { TlsServerOptions, TlsServerOptionsFunction } from "./tls.ts";
 import { closeQuietly } from "./_util.ts";
 import { TcpFlow, UnixFlow } from "./tcp.ts";
 
-export type { Flow, TlsServerOptions };
+export type { Flow, TlsServerOptions, TlsServerOptionsFunction };
+
+/**
+ * A flow as a handler receives it: with the transport's addresses when it
+ * has them (TCP and Unix listeners; a TLS flow passes its transport's
+ * through, so a `serve({ tls })` handler sees the client's address).
+ *
+ * @example Log who connected
+ * ```ts
+ * import type { ServeHandler } from "@mimic/mimic/serve";
+ *
+ * const handler: ServeHandler = (flow) => {
+ *   const peer = flow.remoteAddr as Deno.NetAddr | undefined;
+ *   console.log("connection from", peer?.hostname, peer?.port);
+ * };
+ * ```
+ */
+export type ServedFlow = Flow & {
+  /** This side's address, when the transport has one. */
+  readonly localAddr?: Deno.Addr;
+  /** The client's address, when the transport has one. */
+  readonly remoteAddr?: Deno.Addr;
+};
+
+/** The default of {@linkcode ServeOptions.handshakeTimeout}, ms. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * Handles one accepted (and upgraded) flow. The server closes the flow once
@@ -51,7 +76,7 @@ export type { Flow, TlsServerOptions };
  * ```
  */
 export type ServeHandler = (
-  flow: Flow,
+  flow: ServedFlow,
   signal: AbortSignal,
 ) => void | Promise<void>;
 
@@ -70,6 +95,8 @@ export type ServeHandler = (
  *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
  *   // Runs on the TLS flow, once the handshake is complete.
  *   upgrade: (flow) => Promise.resolve(flow),
+ *   // A client that has not finished its TLS handshake in 5 s is dropped.
+ *   handshakeTimeout: 5_000,
  *   onError: (error) => console.warn("connection failed:", error),
  *   closeOnShutdown: true,
  * };
@@ -93,8 +120,24 @@ export interface ServeOptions {
    *
    * It composes with `upgrade`: TLS first, then `upgrade` on the TLS flow.
    * A listener that already speaks TLS (`Deno.listenTls`) needs neither.
+   *
+   * It may also be a function of the ClientHello that returns the options,
+   * sync or async (certificates chosen by SNI, see `acceptTls`): its errors
+   * are reported through `onError` like a failed handshake, and
+   * `handshakeTimeout` bounds it too.
    */
-  tls?: TlsServerOptions;
+  tls?: TlsServerOptions | TlsServerOptionsFunction;
+  /**
+   * With `tls`: how long a client has to finish its TLS handshake, in ms,
+   * from the moment its flow is accepted (the ClientHello phase and the
+   * `tls` function included). A client that has not finished by then is
+   * dropped: its flow is closed, and `onError` receives a `TlsError` with
+   * code "HandshakeTimeout". `Infinity` disables it. Idle or slow clients
+   * thus cannot hold connections forever.
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
   /**
    * Upgrades each accepted flow before the handler sees it (after TLS, when
    * `tls` is given: it then receives the TLS flow). It runs concurrently
@@ -240,11 +283,21 @@ export function serve(
 ): Server {
   const tls = options.tls;
   if (
-    tls !== undefined &&
+    tls !== undefined && typeof tls !== "function" &&
     (typeof tls?.cert !== "string" || typeof tls?.key !== "string")
   ) {
     throw new TypeError(
       "Cannot serve with TLS: cert and key are required, as PEM strings",
+    );
+  }
+  const timeout = options.handshakeTimeout;
+  if (
+    timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0))
+  ) {
+    throw new TypeError(
+      `Cannot serve: handshakeTimeout must be a positive number of milliseconds (or Infinity), not ${
+        String(timeout)
+      }`,
     );
   }
   return new FlowServer(listener, handler, options);
@@ -253,24 +306,42 @@ export function serve(
 /** `./tls.ts`, imported on first use: the TLS engine is large. */
 let tlsModule: Promise<typeof import("./tls.ts")> | undefined;
 
-/** Accepts TLS on `flow`, aborted by `signal` too. */
+/**
+ * Accepts TLS on `flow`, aborted by `signal` too, and failed with a
+ * `TlsError` "HandshakeTimeout" once `timeoutMs` passed since `started`.
+ */
 async function acceptTlsLazily(
   flow: Flow,
-  options: TlsServerOptions,
+  options: TlsServerOptions | TlsServerOptionsFunction,
   signal: AbortSignal,
+  timeoutMs: number,
 ): Promise<Flow> {
+  const started = Date.now();
   tlsModule ??= import("./tls.ts").catch((error) => {
     tlsModule = undefined; // the next flow tries again
     throw error;
   });
-  const { acceptTls } = await tlsModule;
+  const { acceptTls, TlsError } = await tlsModule;
   signal.throwIfAborted();
-  return await acceptTls(flow, {
-    ...options,
-    signal: options.signal === undefined
-      ? signal
-      : AbortSignal.any([options.signal, signal]),
-  });
+  const timer = new AbortController();
+  // Beyond setTimeout's range (~24.8 days) is no timeout.
+  const id = timeoutMs <= 0x7fffffff
+    ? setTimeout(() => {
+      timer.abort(
+        new TlsError(
+          "HandshakeTimeout",
+          `Cannot complete the TLS handshake: the client did not finish it within ${timeoutMs} ms`,
+        ),
+      );
+    }, Math.max(0, timeoutMs - (Date.now() - started)))
+    : undefined;
+  try {
+    return await acceptTls(flow, options, {
+      signal: AbortSignal.any([signal, timer.signal]),
+    });
+  } finally {
+    clearTimeout(id);
+  }
 }
 
 const STOP: unique symbol = Symbol("stop");
@@ -301,7 +372,8 @@ class FlowServer implements Server {
   readonly finished: Promise<void>;
   readonly #listener: AsyncIterable<Flow>;
   readonly #handler: ServeHandler;
-  readonly #tls: TlsServerOptions | undefined;
+  readonly #tls: TlsServerOptions | TlsServerOptionsFunction | undefined;
+  readonly #handshakeTimeout: number;
   readonly #upgrade: ServeOptions["upgrade"];
   readonly #onError: ServeOptions["onError"];
   readonly #closeOnShutdown: boolean;
@@ -319,7 +391,10 @@ class FlowServer implements Server {
   ) {
     this.#listener = listener;
     this.#handler = handler;
-    this.#tls = options.tls === undefined ? undefined : { ...options.tls };
+    this.#tls = options.tls === undefined || typeof options.tls === "function"
+      ? options.tls
+      : { ...options.tls };
+    this.#handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
     this.#upgrade = options.upgrade;
     this.#onError = options.onError;
     this.#closeOnShutdown = options.closeOnShutdown ?? false;
@@ -440,7 +515,14 @@ class FlowServer implements Server {
       if (this.#closeOnShutdown && signal.aborted) return;
       if (this.#tls) {
         try {
-          wrap(await acceptTlsLazily(raw, this.#tls, signal));
+          wrap(
+            await acceptTlsLazily(
+              raw,
+              this.#tls,
+              signal,
+              this.#handshakeTimeout,
+            ),
+          );
         } catch (error) {
           // A handshake aborted by shutdown is no failure to report.
           const stopped = signal.aborted && error === signal.reason;

@@ -64,17 +64,22 @@ import {
   type Value,
 } from "../mod.ts";
 import {
+  type ClientHelloInfo,
   clientSession,
   type HandshakeInfo,
   serverSession,
   type Session,
   TlsError,
 } from "./_engine.ts";
+import { acceptHello } from "./_accept.ts";
+import { type PeerCertificate, peerCertificate } from "./_x509.ts";
 import { readableFromFlow, writableFromFlow } from "./_streams.ts";
 import { abortable, closeQuietly, messageOf, writeAll } from "./_util.ts";
 import { errors } from "./errors.ts";
 
 export { TlsError } from "./_engine.ts";
+export type { ClientHelloInfo, TlsErrorCode } from "./_engine.ts";
+export type { PeerCertificate } from "./_x509.ts";
 export type { Arg, ArgTypes, Context, Flow, Protocol, Value };
 
 /** A TLS version: nothing older than TLS 1.2 is ever allowed. */
@@ -211,7 +216,50 @@ export interface TlsServerOptions extends TlsCommonOptions {
    * CA certificates (PEM).
    */
   clientCaCerts?: string[];
+  /**
+   * With `clientCaCerts`: `"required"` (the default) refuses a client
+   * without a certificate (`TlsError` code "NoCertificatesPresented" on the
+   * server); `"optional"` accepts one without, but a certificate it does
+   * present must still verify. Without `clientCaCerts`, a `TypeError`.
+   */
+  clientAuth?: "required" | "optional";
   /** Aborts the handshake: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Chooses the server's options from the ClientHello, sync or async: one
+ * server, several names (certificates by SNI), or ALPN-dependent options.
+ * Given to {@linkcode acceptTls} or as `serve`'s `tls`.
+ *
+ * @example Certificates by name, with a default
+ * ```ts
+ * import type { TlsServerOptionsFunction } from "@mimic/mimic/tls";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const fallback = {
+ *   cert: await pem("localhost.pem"),
+ *   key: await pem("localhost.key"),
+ * };
+ * const byName = new Map([["wrong.example", {
+ *   cert: await pem("wrongname.pem"),
+ *   key: await pem("wrongname.key"),
+ * }]]);
+ * const choose: TlsServerOptionsFunction = (hello) =>
+ *   byName.get(hello.serverName ?? "") ?? fallback;
+ * ```
+ */
+export type TlsServerOptionsFunction = (
+  hello: ClientHelloInfo,
+) => TlsServerOptions | Promise<TlsServerOptions>;
+
+/** The third argument of {@linkcode acceptTls}. */
+export interface AcceptTlsOptions {
+  /**
+   * Aborts the handshake, the ClientHello phase included (with either form
+   * of the options; with an options object, as well as its own `signal`).
+   */
   signal?: AbortSignal;
 }
 
@@ -234,6 +282,12 @@ export interface TlsHandshakeInfo {
    * or `"x25519"`; `null` when there was none (a TLS 1.2 resumption).
    */
   keyExchangeGroup: string | null;
+  /**
+   * The peer's leaf certificate, parsed (subject, issuer, SANs, validity,
+   * serial, SHA-256 fingerprint); `null` when it sent none (or when it
+   * cannot be parsed, which a verified certificate always can).
+   */
+  peerCertificate: PeerCertificate | null;
 }
 
 /**
@@ -369,6 +423,7 @@ function toInfo(info: HandshakeInfo): TlsHandshakeInfo {
     peerCertificates: info.peerCertificates,
     resumed: info.resumed,
     keyExchangeGroup: info.keyExchangeGroup,
+    peerCertificate: peerCertificate(info.peerCertificates[0]),
   };
 }
 
@@ -770,6 +825,16 @@ class TlsConn implements TlsFlow {
     return this.#session.exportKeyingMaterial(length, label, context);
   }
 
+  /** The inner flow's local address, when it has one. */
+  get localAddr(): Deno.Addr | undefined {
+    return (this.#inner as { localAddr?: Deno.Addr }).localAddr;
+  }
+
+  /** The inner flow's remote address, when it has one. */
+  get remoteAddr(): Deno.Addr | undefined {
+    return (this.#inner as { remoteAddr?: Deno.Addr }).remoteAddr;
+  }
+
   get readable(): ReadableStream<Uint8Array> {
     return this.#readable ??= readableFromFlow(
       (p) => this.read(p),
@@ -902,24 +967,88 @@ export async function startTls(
  * assert.equal(await client, "hello\n");
  * ```
  *
+ * @example One server, two names: certificates chosen by SNI
+ * ```ts
+ * import { acceptTls, type ClientHelloInfo, startTls } from "@mimic/mimic/tls";
+ * import { pipe } from "@mimic/mimic/pipe";
+ * import assert from "node:assert/strict";
+ *
+ * const pem = (name: string) =>
+ *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
+ * const certs: Record<string, { cert: string; key: string }> = {
+ *   "localhost": {
+ *     cert: await pem("localhost.pem"),
+ *     key: await pem("localhost.key"),
+ *   },
+ *   "wrong.example": {
+ *     cert: await pem("wrongname.pem"),
+ *     key: await pem("wrongname.key"),
+ *   },
+ * };
+ * const seen: ClientHelloInfo[] = [];
+ * const [a, b] = pipe();
+ * const [client, server] = await Promise.all([
+ *   startTls(a, { hostname: "wrong.example", caCerts: [await pem("ca.pem")] }),
+ *   acceptTls(b, (hello) => {
+ *     seen.push(hello);
+ *     return certs[hello.serverName ?? "localhost"] ?? certs.localhost;
+ *   }),
+ * ]);
+ * assert.equal(seen[0].serverName, "wrong.example");
+ * assert.equal(
+ *   (await client.handshake()).peerCertificate?.subject,
+ *   "CN=wrong.example",
+ * );
+ * client.close();
+ * server.close();
+ * ```
+ *
  * @param flow The transport: any flow.
- * @param options The certificate and key, ALPN, client CAs, a signal.
+ * @param options The certificate and key, ALPN, client CAs, a signal; or a
+ *   function of the ClientHello ({@linkcode ClientHelloInfo}) that returns
+ *   them, sync or async. If the function throws (or rejects), `acceptTls`
+ *   rejects with its error, after sending a handshake_failure alert (best
+ *   effort); if it never settles, the signal ends the handshake. What it
+ *   returns is validated as an options object is (`TypeError`).
+ * @param init A signal for the whole handshake (either form of `options`).
  * @returns The TLS flow, its handshake complete.
  * @throws {TypeError} Before any I/O, for a missing `cert` or `key`, or malformed PEM.
  * @throws {TlsError} When the handshake fails.
  */
 export async function acceptTls(
   flow: Flow,
-  options: TlsServerOptions,
+  options: TlsServerOptions | TlsServerOptionsFunction,
+  init: AcceptTlsOptions = {},
 ): Promise<TlsFlow> {
+  const outer = init?.signal;
+  if (typeof options === "function") {
+    outer?.throwIfAborted();
+    const { session, signal } = await acceptHello(flow, options, outer);
+    return await TlsConn.open(flow, session, both(outer, signal));
+  }
   const { signal, ...engineOptions } = options ?? {};
   if (typeof options?.cert !== "string" || typeof options?.key !== "string") {
     throw new TypeError(
-      "Cannot accept TLS: cert and key are required, as PEM strings",
+      "Cannot accept TLS: cert and key are required, as PEM strings (or a function of the ClientHello that returns them)",
     );
   }
-  signal?.throwIfAborted();
-  return await TlsConn.open(flow, await serverSession(engineOptions), signal);
+  const combined = both(outer, signal);
+  combined?.throwIfAborted();
+  return await TlsConn.open(
+    flow,
+    await serverSession(engineOptions),
+    combined,
+  );
+}
+
+/** Either signal, or both, or none. */
+function both(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): AbortSignal | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return AbortSignal.any([a, b]);
 }
 
 /**

@@ -1,5 +1,6 @@
 //! Mapping of rustls errors to the stable codes of the TypeScript `TlsError`.
 
+use rustls::pki_types::UnixTime;
 use rustls::{CertificateError, Error};
 
 #[derive(Clone, Copy)]
@@ -93,6 +94,16 @@ fn cert_code(e: &CertificateError) -> &'static str {
 }
 
 pub fn from_rustls(err: &Error) -> EngineError {
+    let mut e = from_rustls_plain(err);
+    if let Error::InvalidCertificate(c) = err {
+        if let Some(m) = cert_message(c) {
+            e.message = m;
+        }
+    }
+    e
+}
+
+fn from_rustls_plain(err: &Error) -> EngineError {
     let mut alert = None;
     let code = match err {
         Error::InvalidCertificate(c) => cert_code(c),
@@ -120,5 +131,182 @@ pub fn from_rustls(err: &Error) -> EngineError {
         code,
         alert,
         message: err.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Wording: dates, ordinals, what a non-TLS peer sent
+// ---------------------------------------------------------------------------
+
+/// `secs` since the Unix epoch as ISO 8601 UTC, e.g. "2001-01-01T00:00:00Z".
+pub fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn iso(t: &UnixTime) -> String {
+    iso8601(t.as_secs())
+}
+
+/// Certificate validity errors with ISO 8601 dates (rustls prints UNIX seconds).
+fn cert_message(e: &CertificateError) -> Option<String> {
+    match e {
+        CertificateError::ExpiredContext { time, not_after } => Some(format!(
+            "invalid peer certificate: expired: it is not valid after {}, and the time is {}",
+            iso(not_after),
+            iso(time)
+        )),
+        CertificateError::NotValidYetContext { time, not_before } => Some(format!(
+            "invalid peer certificate: not valid yet: it is not valid before {}, and the time is {}",
+            iso(not_before),
+            iso(time)
+        )),
+        _ => None,
+    }
+}
+
+/// "1st", "2nd", "3rd", "4th", ..., "11th", "12th", "13th", "21st", ...
+pub fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Most bytes of a non-TLS peer's first bytes quoted in a message.
+const EXCERPT_BYTES: usize = 24;
+
+/// A short printable excerpt of `bytes`, quoted: printable ASCII as is,
+/// `\r`, `\n`, `\t`, `\"`, `\\` and `\xNN` otherwise, "..." when cut.
+pub fn excerpt(bytes: &[u8]) -> String {
+    excerpt_max(bytes, EXCERPT_BYTES)
+}
+
+/// [`excerpt`] of at most `max` bytes.
+pub fn excerpt_max(bytes: &[u8], max: usize) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes.iter().take(max) {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > max {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
+}
+
+/// The first bytes a connection received from its peer (at most
+/// `HEAD_BYTES`), kept to explain a failure on them.
+#[derive(Default)]
+pub struct Head(Vec<u8>);
+
+const HEAD_BYTES: usize = 32;
+
+impl Head {
+    /// Records the start of the peer's bytes.
+    pub fn note(&mut self, data: &[u8]) {
+        if self.0.len() < HEAD_BYTES {
+            let n = (HEAD_BYTES - self.0.len()).min(data.len());
+            self.0.extend_from_slice(&data[..n]);
+        }
+    }
+
+    /// True when the peer's first bytes cannot start a TLS record: the first
+    /// record from a TLS peer is a handshake (22) or an alert (21) of
+    /// version 3.x.
+    pub fn not_tls(&self) -> bool {
+        let h = &self.0;
+        match h.len() {
+            0 => false,
+            1 => !matches!(h[0], 21 | 22),
+            _ => !matches!(h[0], 21 | 22) || h[1] != 3,
+        }
+    }
+
+    /// `err` reworded for a person when the peer's first bytes explain it:
+    /// a peer that does not speak TLS (code "BadInput", with what it sent),
+    /// or one that echoed our ClientHello back.
+    pub fn explain(&self, mut err: EngineError, client: bool) -> EngineError {
+        if self.not_tls() {
+            err.code = "BadInput";
+            err.message = format!("the peer does not speak TLS: it sent {}", excerpt(&self.0));
+        } else if client && err.code == "BadInput" && self.0.len() >= 6 && self.0[5] == 1 {
+            // A handshake record holding a ClientHello, sent to a client.
+            err.message = format!(
+                "the peer does not speak TLS: it sent a ClientHello back (an echo server, or another TLS client): {}",
+                err.message
+            );
+        }
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(978_307_200), "2001-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(4_102_444_800), "2100-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_764_583_151), "2025-12-01T09:59:11Z");
+    }
+
+    #[test]
+    fn ordinals() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111].map(ordinal).to_vec();
+        assert_eq!(got, ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]);
+    }
+
+    #[test]
+    fn excerpts() {
+        assert_eq!(excerpt(b"HTTP/1.1 400 Bad Request\r\n"), "\"HTTP/1.1 400 Bad Request...\"");
+        assert_eq!(excerpt(b"hi\r\n\x00\""), "\"hi\\r\\n\\x00\\\"\"");
+    }
+
+    #[test]
+    fn heads() {
+        let mut h = Head::default();
+        assert!(!h.not_tls());
+        h.note(b"\x16");
+        assert!(!h.not_tls());
+        h.note(b"\x03\x01");
+        assert!(!h.not_tls());
+        let mut h = Head::default();
+        h.note(b"SSH-2.0-OpenSSH_9.2\r\n");
+        assert!(h.not_tls());
+        let e = h.explain(EngineError::tls("TlsFailure", "x".into()), false);
+        assert_eq!(e.code, "BadInput");
+        assert_eq!(e.message, "the peer does not speak TLS: it sent \"SSH-2.0-OpenSSH_9.2\\r\\n\"");
     }
 }

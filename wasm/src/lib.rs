@@ -16,6 +16,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod acceptor;
 mod alloc_count;
 #[cfg(target_feature = "simd128")]
 mod chacha;
@@ -108,6 +109,8 @@ struct Conn {
     transport_ended: bool,
     /// close_notify was queued.
     notified: bool,
+    /// The peer's first bytes, to explain a failure on them.
+    head: errors::Head,
 }
 
 impl Conn {
@@ -120,6 +123,7 @@ impl Conn {
             peer_closed: false,
             transport_ended: false,
             notified: false,
+            head: Default::default(),
         }
     }
 
@@ -136,7 +140,11 @@ impl Conn {
                 self.peer_closed |= io.peer_has_closed();
                 Ok(())
             }
-            Err(err) => Err(self.fail(errors::from_rustls(&err))),
+            Err(err) => {
+                let client = matches!(self.conn, Connection::Client(_));
+                let err = self.head.explain(errors::from_rustls(&err), client);
+                Err(self.fail(err))
+            }
         }
     }
 
@@ -207,6 +215,7 @@ impl<T> Slab<T> {
 struct Engine {
     configs: Slab<Config>,
     conns: Slab<Conn>,
+    acceptors: Slab<acceptor::Acceptor>,
     result: Vec<u8>,
     /// The status after the last connection call: plaintext bytes to read,
     /// TLS bytes to send (> 0: some), flags.
@@ -220,6 +229,7 @@ unsafe impl Sync for Global {}
 static ENGINE: Global = Global(UnsafeCell::new(Engine {
     configs: Slab::new(),
     conns: Slab::new(),
+    acceptors: Slab::new(),
     result: Vec::new(),
     status: [0; 3],
 }));
@@ -513,6 +523,8 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
         let err = err.clone();
         return conn_fail(e, h, err);
     }
+    c.head.note(data);
+    let client = matches!(c.conn, Connection::Client(_));
     if data.is_empty() {
         c.transport_ended = true;
         // Reading from an empty slice returns Ok(0): rustls records the EOF.
@@ -543,7 +555,10 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
                 // A pending TLS error explains it better, if there is one.
                 let err = match c.process() {
                     Err(tls) => tls,
-                    Ok(()) => c.fail(EngineError::tls("BadInput", err.to_string())),
+                    Ok(()) => {
+                        let err = c.head.explain(EngineError::tls("BadInput", err.to_string()), client);
+                        c.fail(err)
+                    }
                 };
                 return conn_fail(e, h, err);
             }

@@ -21,6 +21,8 @@
 //! - 13: resumption off (client, empty)
 //! - 14: an ECHConfigList (client, bytes): Encrypted Client Hello, required
 //!   (TLS 1.3 only; see ech.rs)
+//! - 16: client authentication optional (server, empty; with tag 6: a client
+//!   may present no certificate, but one it presents must verify)
 
 use std::sync::Arc;
 
@@ -34,7 +36,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::errors::EngineError;
+use crate::errors::{excerpt_max, ordinal, EngineError};
+use rustls::pki_types::pem;
 use crate::verify_cache::CachingVerifier;
 use crate::HostTime;
 
@@ -54,6 +57,7 @@ struct Options<'a> {
     key_log: bool,
     no_resumption: bool,
     ech_config_list: Option<&'a [u8]>,
+    client_auth_optional: bool,
 }
 
 fn utf8<'a>(v: &'a [u8], what: &str) -> Result<&'a str, EngineError> {
@@ -97,6 +101,7 @@ fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
             12 => o.key_log = true,
             13 => o.no_resumption = true,
             14 => o.ech_config_list = Some(v),
+            16 => o.client_auth_optional = true,
             _ => return Err(bad(format!("unknown option tag {tag}"))),
         }
     }
@@ -106,7 +111,7 @@ fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
 fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, EngineError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("{what}: malformed PEM: {e}")))?;
+        .map_err(|e| pem_error(pem, what, &e))?;
     if certs.is_empty() {
         return Err(bad(format!("{what}: no certificate found in PEM")));
     }
@@ -116,8 +121,87 @@ fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, EngineE
 fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, EngineError> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => bad("key: no private key found in PEM"),
-        e => bad(format!("key: malformed PEM: {e}")),
+        e => pem_error(pem, "key", &e),
     })
+}
+
+/// Names the PEM section that is malformed (rustls-pki-types reports the
+/// bytes of a line, or a bare base64 error): each section is decoded on its
+/// own to find the first that fails.
+fn pem_error(pem: &[u8], what: &str, e: &pem::Error) -> EngineError {
+    let mut n = 0;
+    let mut rest = pem;
+    while let Some(start) = find(rest, b"-----BEGIN") {
+        n += 1;
+        let section = &rest[start..];
+        let line_end = section.iter().position(|&b| b == b'\n').unwrap_or(section.len());
+        let begin = trim_line(&section[..line_end]);
+        let label = begin
+            .strip_prefix(b"-----BEGIN ")
+            .and_then(|l| l.strip_suffix(b"-----"))
+            .filter(|l| !l.is_empty() && !l.contains(&b'-'));
+        let Some(label) = label else {
+            return bad(format!(
+                "{what}: the {} PEM section has a malformed BEGIN line: {}",
+                ordinal(n),
+                excerpt_max(begin, 64)
+            ));
+        };
+        let name = String::from_utf8_lossy(label).into_owned();
+        let mut end_marker = b"-----END ".to_vec();
+        end_marker.extend_from_slice(label);
+        end_marker.extend_from_slice(b"-----");
+        let Some(end) = find(section, &end_marker) else {
+            return bad(format!(
+                "{what}: the {} PEM section ({name}) has no \"-----END {name}-----\" line",
+                ordinal(n)
+            ));
+        };
+        let whole = &section[..end + end_marker.len()];
+        if let Err(err) = <(pem::SectionKind, Vec<u8>)>::from_pem_slice(whole) {
+            let why = match err {
+                pem::Error::Base64Decode(d) => format!("its base64 is invalid ({d})"),
+                pem::Error::NoItemsFound => "it holds nothing".into(),
+                other => other.to_string(),
+            };
+            // An unknown label decodes to nothing: not an error by itself.
+            if !matches!(why.as_str(), "it holds nothing") {
+                return bad(format!(
+                    "{what}: the {} PEM section ({name}) is malformed: {why}",
+                    ordinal(n)
+                ));
+            }
+        }
+        rest = &section[end + end_marker.len()..];
+    }
+    if n == 0 {
+        return bad(format!("{what}: no PEM section found (expected \"-----BEGIN ...-----\")"));
+    }
+    bad(format!("{what}: malformed PEM: {}", describe(e)))
+}
+
+fn describe(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("no END line for {}", excerpt_max(end_marker, 64))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("a malformed BEGIN line: {}", excerpt_max(trim_line(line), 64))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut l = line;
+    while let [rest @ .., b'\r' | b'\n' | b' ' | b'\t'] = l {
+        l = rest;
+    }
+    l
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn roots(pems: &[&[u8]], what: &str) -> Result<RootCertStore, EngineError> {
@@ -377,11 +461,18 @@ pub fn server_config(b: &[u8]) -> Result<Arc<ServerConfig>, EngineError> {
     let builder = ServerConfig::builder_with_details(provider.clone(), Arc::new(HostTime))
         .with_protocol_versions(versions(&o, &provider)?)
         .map_err(config_err)?;
+    if o.client_auth_optional && o.client_ca_certs.is_empty() {
+        return Err(bad("clientAuth needs clientCaCerts"));
+    }
     let builder = if o.client_ca_certs.is_empty() {
         builder.with_no_client_auth()
     } else {
         let store = roots(&o.client_ca_certs, "clientCaCerts")?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider);
+        if o.client_auth_optional {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier
             .build()
             .map_err(|e| bad(format!("clientCaCerts: {e}")))?;
         builder.with_client_cert_verifier(verifier)
