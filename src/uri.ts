@@ -1150,6 +1150,8 @@ function excluded(noProxy: string, hostname: string, p: number): boolean {
  * `process.env`, else none.
  * @returns The proxy URL, or `undefined` to go direct.
  * @throws {TypeError} When `url` cannot be parsed (as {@linkcode fromUri}).
+ * @throws {Deno.errors.NotCapable} On Deno without `--allow-env` for these
+ * variables, when `env` is not given (the denial is not taken for "unset").
  */
 export function proxyFromEnv(
   url: string | URL,
