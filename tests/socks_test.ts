@@ -863,3 +863,94 @@ Deno.test("a SocksFlow keeps the Flow contract (over TCP to a fake server)", asy
   await flow[Symbol.asyncDispose]();
   assert.equal(await b.read(new Uint8Array(1)), null);
 });
+
+Deno.test("connectSocks and proxyFromEnv run on Node (no Deno global)", async () => {
+  const node = ["/usr/bin/node", "/usr/local/bin/node"].find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(node !== undefined, "Node is needed for this test");
+  const dir = await Deno.makeTempDir({ prefix: "mimic-socks-node-" });
+  try {
+    const socksUrl = import.meta.resolve("../src/socks.ts");
+    const uriUrl = import.meta.resolve("../src/uri.ts");
+    await Deno.writeTextFile(
+      `${dir}/main.ts`,
+      `import { connectSocks, SocksError } from "${socksUrl}";
+import { proxyFromEnv } from "${uriUrl}";
+// A scripted server: each write is answered with the next reply.
+function scripted(replies: number[][]) {
+  let pending = new Uint8Array(0);
+  const sent: number[][] = [];
+  return {
+    sent,
+    read(p: Uint8Array) {
+      const n = Math.min(p.length, pending.length);
+      if (n === 0) return Promise.resolve(null);
+      p.set(pending.subarray(0, n));
+      pending = pending.subarray(n);
+      return Promise.resolve(n);
+    },
+    write(p: Uint8Array) {
+      sent.push([...p]);
+      const r = replies.shift();
+      if (r) pending = Uint8Array.from([...pending, ...r]);
+      return Promise.resolve(p.length);
+    },
+    closeWrite: () => Promise.resolve(),
+    close() {},
+    readable: new ReadableStream(),
+    writable: new WritableStream(),
+  };
+}
+const out: unknown[] = [typeof (globalThis as { Deno?: unknown }).Deno];
+try {
+  await connectSocks(scripted([[5, 0], [5, 5, 0, 1, 0, 0, 0, 0, 0, 0]]), { hostname: "h", port: 7 });
+} catch (e) {
+  out.push(e instanceof SocksError, (e as SocksError).reply, (e as Error).message);
+}
+const s = scripted([[5, 0], [5, 0, 0, 1, 1, 2, 3, 4, 0, 80]]);
+const f = await connectSocks(s, { hostname: "localhost", port: 7 }, { resolve: "local" });
+out.push(f.bound, s.sent[1]);
+process.env.https_proxy = "socks5h://127.0.0.1:1080";
+process.env.no_proxy = ".internal";
+out.push(proxyFromEnv("https://x.example/"), proxyFromEnv("https://a.internal/") ?? null);
+console.log(JSON.stringify(out));
+`,
+    );
+    const bundle = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "bundle",
+        "--platform",
+        "node",
+        "-o",
+        `${dir}/main.mjs`,
+        `${dir}/main.ts`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.ok(bundle.success, decoder.decode(bundle.stderr));
+    const run = await new Deno.Command(node, {
+      args: [`${dir}/main.mjs`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(run.success, decoder.decode(run.stderr));
+    assert.deepEqual(JSON.parse(decoder.decode(run.stdout)), [
+      "undefined",
+      true,
+      5,
+      "Cannot connect to h:7 through the SOCKS server: connection refused (reply 5)",
+      { hostname: "1.2.3.4", port: 80 },
+      [5, 1, 0, 1, 127, 0, 0, 1, 0, 7],
+      "socks5h://127.0.0.1:1080",
+      null,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
