@@ -303,7 +303,7 @@ function parseProxy(input: string): ProxySpec {
     : `http://${input}`;
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)([^]*)$/.exec(text)!;
   const kind = m[1].toLowerCase();
-  if (!(kind in PROXY_PORTS)) {
+  if (!Object.hasOwn(PROXY_PORTS, kind)) {
     bad(
       `scheme "${kind}" is not a proxy scheme (http, https, socks5, socks5h)`,
     );

@@ -327,6 +327,7 @@ Deno.test("fromUri() rejects malformed proxy URLs, the password masked", async (
   const cases: [string, typeof TypeError, string][] = [
     ["ftp://p", TypeError, 'ftp://p: scheme "ftp" is not a proxy scheme'],
     ["socks4://p", TypeError, 'scheme "socks4" is not a proxy scheme'],
+    ["constructor://p", TypeError, 'scheme "constructor" is not a proxy'],
     ["http://u:secret@p:99999", RangeError, "u:****@p:99999: port is out"],
     ["http://u:secret@", TypeError, "http://u:****@: host is missing"],
     ["http://p/path", TypeError, "takes no path, query or fragment"],
