@@ -954,3 +954,54 @@ console.log(JSON.stringify(out));
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("connectSocks on random server bytes: a SocksFlow or a SocksError, never a hang", async () => {
+  // A server that answers each write with random bytes (often a valid
+  // prefix), then ends: every outcome must be typed.
+  const rand = (n: number) => Math.floor(Math.random() * n);
+  const pickByte = () => [0, 1, 2, 3, 4, 5, 0xff][rand(7)];
+  let succeeded = 0;
+  for (let i = 0; i < 2000; i++) {
+    let pending: number[] = [];
+    let closed = false;
+    const flow: Flow = {
+      read(p) {
+        if (closed) return Promise.reject(new errors.BadResource("closed"));
+        const n = Math.min(p.length, pending.length);
+        if (n === 0) return Promise.resolve(null);
+        p.set(pending.slice(0, n));
+        pending = pending.slice(n);
+        return Promise.resolve(n);
+      },
+      write(p) {
+        const answer = Array.from(
+          { length: rand(12) },
+          () => rand(4) === 0 ? rand(256) : pickByte(),
+        );
+        pending.push(...answer);
+        return Promise.resolve(p.length);
+      },
+      closeWrite: () => Promise.resolve(),
+      close() {
+        closed = true;
+      },
+      readable: new ReadableStream(),
+      writable: new WritableStream(),
+    };
+    const options: ConnectSocksOptions = rand(2) === 0
+      ? {}
+      : { username: "u", password: "p" };
+    try {
+      const result = await connectSocks(flow, {
+        hostname: ["127.0.0.1", "::1", "example.com"][rand(3)],
+        port: 443,
+      }, options);
+      succeeded++;
+      result.close();
+    } catch (error) {
+      assert.ok(error instanceof SocksError, String(error));
+      assert.ok(closed, "the flow is closed on failure");
+    }
+  }
+  assert.ok(succeeded < 2000);
+});
