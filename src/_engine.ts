@@ -1537,7 +1537,7 @@ class EngineAcceptor implements HelloAcceptor {
  * ClientHello.
  */
 export async function helloAcceptor(): Promise<HelloAcceptor> {
-  return await withEngine((e) => {
+  return await withEngine(defaultMode, (e) => {
     const h = e.call(() => e.x.mimic_acceptor_new());
     if (h <= 0) throw e.error(h);
     return new EngineAcceptor(e, h);

@@ -54,6 +54,7 @@
  */
 
 import {
+  type Addr,
   type Arg,
   type ArgTypes,
   type Context,
@@ -480,11 +481,6 @@ class OrderedWriter {
   }
 }
 
-/** The address of a flow's end, as `Deno.Addr` (rule 8 of the Flow contract). */
-export type FlowAddr =
-  | { transport: "tcp" | "udp"; hostname: string; port: number }
-  | { transport: "unix" | "unixpacket"; path: string };
-
 /**
  * The TLS flow: a {@linkcode Session} pumped over an inner {@linkcode Flow}.
  *
@@ -808,13 +804,13 @@ class TlsConn implements TlsFlow {
   }
 
   /** The inner flow's local address, when it has one. */
-  get localAddr(): FlowAddr | undefined {
-    return (this.#inner as { localAddr?: FlowAddr }).localAddr;
+  get localAddr(): Addr | undefined {
+    return (this.#inner as { localAddr?: Addr }).localAddr;
   }
 
   /** The inner flow's remote address, when it has one. */
-  get remoteAddr(): FlowAddr | undefined {
-    return (this.#inner as { remoteAddr?: FlowAddr }).remoteAddr;
+  get remoteAddr(): Addr | undefined {
+    return (this.#inner as { remoteAddr?: Addr }).remoteAddr;
   }
 
   exportKeyingMaterial(
@@ -823,16 +819,6 @@ class TlsConn implements TlsFlow {
     context?: Uint8Array,
   ): Uint8Array {
     return this.#session.exportKeyingMaterial(length, label, context);
-  }
-
-  /** The inner flow's local address, when it has one. */
-  get localAddr(): Deno.Addr | undefined {
-    return (this.#inner as { localAddr?: Deno.Addr }).localAddr;
-  }
-
-  /** The inner flow's remote address, when it has one. */
-  get remoteAddr(): Deno.Addr | undefined {
-    return (this.#inner as { remoteAddr?: Deno.Addr }).remoteAddr;
   }
 
   get readable(): ReadableStream<Uint8Array> {

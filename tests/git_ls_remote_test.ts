@@ -278,8 +278,8 @@ Deno.test("git_ls_remote fails with one clear line on bad input", async (t) => {
     });
     await t.step("URLs it cannot handle", async () => {
       assertOneLineError(
-        await runExample(["ftp://x"]),
-        /^git_ls_remote: cannot parse ftp:\/\/x: scheme "ftp" is not supported$/,
+        await runExample(["gopher://x"]),
+        /^git_ls_remote: cannot parse gopher:\/\/x: scheme "gopher" is not supported$/,
       );
       assertOneLineError(
         await runExample(["tcp://127.0.0.1:1"]),

@@ -247,8 +247,8 @@ Deno.test("http_get fails with one clear line on bad input", async (t) => {
       });
       await t.step("URLs it cannot handle", async () => {
         assertOneLineError(
-          await runExample(["ftp://x"]),
-          /^http_get: cannot parse ftp:\/\/x: scheme "ftp" is not supported$/,
+          await runExample(["gopher://x"]),
+          /^http_get: cannot parse gopher:\/\/x: scheme "gopher" is not supported$/,
         );
         assertOneLineError(
           await runExample(["git://127.0.0.1/x"]),

@@ -11,13 +11,14 @@ import type { Server } from "./_util.ts";
 export type { Server } from "./_util.ts";
 
 /**
- * Starts the echo server on 127.0.0.1.
+ * Starts the echo server on 127.0.0.1 (or on `hostname`, e.g. `"::1"`).
  *
+ * @param hostname The loopback address to listen on.
  * @returns The server; `close` stops listening, closes every connection and
  * waits for them.
  */
-export function startEchoServer(): Server {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+export function startEchoServer(hostname = "127.0.0.1"): Server {
+  const listener = Deno.listen({ hostname, port: 0 });
   const conns = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
   const serve = async (conn: Deno.Conn): Promise<void> => {
