@@ -55,6 +55,7 @@ import {
 } from "./context.ts";
 import { tcp, unix } from "./tcp.ts";
 import { tls, type TlsClientOptions } from "./tls.ts";
+import { websocketOver } from "./_ws_flow.ts";
 
 export type { Arg, ArgTypes, Context, TlsClientOptions, Value };
 
@@ -245,6 +246,45 @@ const viaTls = (alpnProtocols?: readonly string[]): Transport => (name) => {
 };
 
 /**
+ * A `websocket-over` endpoint when the scheme is `name` (`ws:` over `tcp`;
+ * `wss:` over `tls` over `tcp`, ALPN `http/1.1`, then {@linkcode tlsOptions}
+ * as for `https:`): its URL is the host, port, path and query.
+ */
+const viaWebSocket = (secure: boolean): Transport => (name) => {
+  const k = (
+    s: string,
+    hostname: string,
+    p: number,
+    file: string,
+    q: string | undefined,
+    options: TlsClientOptions | undefined,
+  ) => {
+    if (s !== name) return undefined;
+    const inner = empty.add(tcp.endpoint, { hostname, port: p });
+    const over = secure
+      ? empty.add(tls.endpoint, {
+        hostname,
+        alpnProtocols: ["http/1.1"],
+        ...defined(options),
+        over: inner,
+      })
+      : inner;
+    const h = hostname.includes(":") ? `[${hostname}]` : hostname;
+    const url = `${name}://${h}:${p}${file}${q === undefined ? "" : `?${q}`}`;
+    return { url, over };
+  };
+  return (ctx) =>
+    ctx.fold(websocketOver.endpoint, [
+      req(scheme),
+      req(host),
+      req(port),
+      req(path),
+      opt(query),
+      opt(tlsOptions),
+    ], k);
+};
+
+/**
  * Every scheme `fromUri` accepts. Adding a scheme is one row: its form, its
  * default port and the fold function that connects it.
  */
@@ -260,6 +300,13 @@ const schemes: ReadonlyMap<string, Scheme> = new Map<string, Scheme>([
     "https",
     { form: "host", port: 443, path: "/", transport: viaTls(["http/1.1"]) },
   ],
+  ["ws", { form: "host", port: 80, path: "/", transport: viaWebSocket(false) }],
+  ["wss", {
+    form: "host",
+    port: 443,
+    path: "/",
+    transport: viaWebSocket(true),
+  }],
 ]);
 
 /** Adds the fold function of every scheme that has one (made once, so they can be recognised). */

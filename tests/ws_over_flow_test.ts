@@ -31,6 +31,18 @@ import {
   sha256,
 } from "./_helpers.ts";
 import { startWebsockify } from "./servers/websockify.ts";
+import { startTinyproxy } from "./servers/tinyproxy.ts";
+import { empty, NotFoundError, resolve } from "../mod.ts";
+import { tcp } from "../src/tcp.ts";
+import { tls, type TlsFlow } from "../src/tls.ts";
+import { tunnel } from "../src/tunnel.ts";
+import { websocketOver } from "../src/websocket.ts";
+import { fromUri, tlsOptions } from "../src/uri.ts";
+
+const fixtures = new URL("./fixtures/", import.meta.url);
+const ca = await Deno.readTextFile(new URL("ca.pem", fixtures));
+const cert = await Deno.readTextFile(new URL("localhost.pem", fixtures));
+const key = await Deno.readTextFile(new URL("localhost.key", fixtures));
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -1122,5 +1134,133 @@ Deno.test("ws over flow: the Flow contract", async (t) => {
     assert.equal((await readBytes(s, 1000)).length, 1000);
     c.close();
     s.close();
+  });
+});
+
+// --- ws:// and wss:// as contexts, through a proxy --------------------------------
+
+/** A `Deno.serve` WebSocket echo (HTTPS with the fixture certificate when `secure`). */
+function denoEcho(secure: boolean) {
+  const paths: string[] = [];
+  const done: Promise<void>[] = [];
+  const handler = (req: Request): Response => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    paths.push(new URL(req.url).pathname + new URL(req.url).search);
+    socket.onmessage = (e) => socket.send(e.data);
+    done.push(
+      new Promise((ok) => socket.addEventListener("close", () => ok())),
+    );
+    return response;
+  };
+  const options = { hostname: "127.0.0.1", port: 0, onListen() {} };
+  const server = secure
+    ? Deno.serve({ ...options, cert, key }, handler)
+    : Deno.serve(options, handler);
+  return {
+    port: server.addr.port,
+    paths,
+    async [Symbol.asyncDispose]() {
+      try {
+        await bounded(Promise.all(done), "the Deno sockets to close");
+      } finally {
+        await server.shutdown();
+      }
+    },
+  };
+}
+
+async function roundTrip(flow: Flow, size: number): Promise<void> {
+  const data = randomBytes(size);
+  const reading = readBytes(flow, size);
+  for (let off = 0; off < size;) {
+    off += await flow.write(data.subarray(off, off + 100_000));
+  }
+  assert.equal(await sha256(await reading), await sha256(data));
+  await flow.closeWrite();
+  assert.equal(await bounded(flow.read(new Uint8Array(1)), "a read"), null);
+}
+
+Deno.test("ws over flow: ws:// and wss:// URLs resolve to one context", async (t) => {
+  await t.step("ws:// is websocketOver over tcp", async () => {
+    await using server = denoEcho(false);
+    await using flow = await resolve(
+      fromUri(`ws://127.0.0.1:${server.port}/echo?room=1`),
+    );
+    assert.ok(websocketOver.is(flow));
+    await roundTrip(flow, 1024 * 1024);
+    assert.deepEqual(server.paths, ["/echo?room=1"]);
+  });
+
+  await t.step(
+    "wss:// with a private CA, which Deno's WebSocket cannot do",
+    async () => {
+      await using server = denoEcho(true);
+      const url = `wss://localhost:${server.port}/secure`;
+      // Deno's own WebSocket knows only its root store: it fails.
+      const socket = new WebSocket(url);
+      const event = await bounded(
+        new Promise<Event>((ok) => {
+          socket.onerror = ok;
+          socket.onopen = ok;
+        }),
+        "Deno's WebSocket to fail",
+      );
+      assert.equal(event.type, "error");
+      assert.match((event as ErrorEvent).message, /certificate|UnknownIssuer/i);
+      await bounded(
+        new Promise((ok) =>
+          socket.readyState === WebSocket.CLOSED ? ok(0) : socket.onclose = ok
+        ),
+        "Deno's WebSocket to close",
+      );
+      // One context: the URL and the CA.
+      const ctx = fromUri(url).add(tlsOptions, { caCerts: [ca] });
+      await using flow = await resolve(ctx);
+      assert.ok(websocketOver.is(flow));
+      const ws = flow as WebSocketOverFlow;
+      assert.equal(ws.url, url);
+      const info = await (ws.inner as TlsFlow).handshake();
+      assert.equal(info.alpnProtocol, "http/1.1");
+      await roundTrip(flow, 2 * 1024 * 1024);
+      assert.deepEqual(server.paths, ["/secure"]);
+      // Without the CA the certificate is refused.
+      await assert.rejects(resolve(fromUri(url)), (e) => {
+        assert.ok(e instanceof NotFoundError);
+        assert.match(
+          String((e.attempts[0].error as Error).message),
+          /issuer|certificate/i,
+        );
+        return true;
+      });
+    },
+  );
+
+  await t.step("wss:// through an HTTP CONNECT proxy (tinyproxy)", async () => {
+    await using server = denoEcho(true);
+    const proxy = await startTinyproxy();
+    try {
+      const through = empty.add(tunnel.endpoint, {
+        proxy: empty.add(tcp.endpoint, {
+          hostname: "127.0.0.1",
+          port: proxy.port,
+        }),
+        target: { hostname: "127.0.0.1", port: server.port },
+      });
+      const over = empty.add(tls.endpoint, {
+        hostname: "localhost",
+        caCerts: [ca],
+        alpnProtocols: ["http/1.1"],
+        over: through,
+      });
+      const url = `wss://localhost:${server.port}/via-proxy`;
+      await using flow = await resolve(
+        empty.add(websocketOver.endpoint, { url, over, protocols: ["x"] }),
+      );
+      assert.ok(websocketOver.is(flow));
+      await roundTrip(flow, 1024 * 1024);
+      assert.deepEqual(server.paths, ["/via-proxy"]);
+    } finally {
+      await proxy.close();
+    }
   });
 });
