@@ -303,3 +303,26 @@ Deno.test("rfc6455: upgrade requests are checked", () => {
   );
   assert.equal(parseHead("GET / HTTP/1.1\r\nno colon here"), null);
 });
+
+Deno.test("rfc6455: random bytes never throw, and fail only with 1002, 1007 or 1009", () => {
+  for (let i = 0; i < 3000; i++) {
+    const d = i % 2 === 0 ? server(4096) : client(4096);
+    const bytes = randomBytes(1 + (i % 300));
+    // Start most inputs with a plausible header so parsing goes deeper.
+    if (i % 3 !== 0) bytes[0] = (bytes[0] & 0x8f) | (i % 5 === 0 ? 0x40 : 0);
+    if (i % 3 !== 0) bytes[1] = i % 2 === 0 ? bytes[1] | 0x80 : bytes[1] & 0x7f;
+    const events: FrameEvent[] = [];
+    for (let at = 0; at < bytes.length; at += 1 + (i % 7)) {
+      events.push(...d.feed(bytes.subarray(at, at + 1 + (i % 7))));
+    }
+    const fails = events.filter((e) => e.type === "fail");
+    assert.ok(fails.length <= 1);
+    if (fails.length === 1) {
+      assert.ok(
+        [1002, 1007, 1009].includes(fails[0].code),
+        `code ${fails[0].code}`,
+      );
+      assert.equal(events.at(-1), fails[0], "nothing after a failure");
+    }
+  }
+});

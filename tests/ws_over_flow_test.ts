@@ -1082,6 +1082,21 @@ Deno.test("ws over flow: the Flow contract", async (t) => {
     },
   );
 
+  await t.step("rule 4: close interrupts a pending write", async () => {
+    const [a, b] = pipe({ highWaterMark: 1024 });
+    const [c, s] = await Promise.all([
+      openWebSocket(a, "ws://pair.test/"),
+      upgradeWebSocket(b),
+    ]);
+    // Nobody reads the server side: the write waits on backpressure.
+    const pending = c.write(randomBytes(200_000));
+    const queued = c.write(randomBytes(10));
+    c.close();
+    await assert.rejects(pending, errors.Interrupted);
+    await assert.rejects(queued, errors.Interrupted);
+    s.close();
+  });
+
   await t.step("rule 5: the streams", async () => {
     const [c, s] = await wsPair();
     const data = randomBytes(300_000);
