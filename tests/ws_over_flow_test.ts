@@ -32,7 +32,7 @@ import {
 } from "./_helpers.ts";
 import { startWebsockify } from "./servers/websockify.ts";
 import { startTinyproxy } from "./servers/tinyproxy.ts";
-import { empty, NotFoundError, resolve } from "../mod.ts";
+import { empty, NotFoundError, resolve, unfold } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 import { tls, type TlsFlow } from "../src/tls.ts";
 import { tunnel } from "../src/tunnel.ts";
@@ -1196,6 +1196,32 @@ async function roundTrip(flow: Flow, size: number): Promise<void> {
 }
 
 Deno.test("ws over flow: ws:// and wss:// URLs resolve to one context", async (t) => {
+  await t.step("the endpoints fromUri makes", async () => {
+    const endpoint = async (url: string, extra = empty) => {
+      const all = await unfold(fromUri(url, extra));
+      const found = all.filter((e) => e.value === websocketOver.endpoint);
+      assert.equal(found.length, 1, url);
+      return found[0].data as { url: string; over: typeof empty };
+    };
+    const plain = await endpoint("ws://example.test");
+    assert.equal(plain.url, "ws://example.test:80/");
+    const [inner] = await unfold(plain.over);
+    assert.deepEqual(inner.data, { hostname: "example.test", port: 80 });
+    const secure = await endpoint(
+      "wss://[::1]/x?y=1",
+      empty.add(tlsOptions, { caCerts: ["PEM"] }),
+    );
+    assert.equal(secure.url, "wss://[::1]:443/x?y=1");
+    const [outer] = await unfold(secure.over);
+    assert.equal(outer.value, tls.endpoint);
+    const { over: _, ...options } = outer.data as { over: unknown };
+    assert.deepEqual(options, {
+      hostname: "::1",
+      alpnProtocols: ["http/1.1"],
+      caCerts: ["PEM"],
+    });
+  });
+
   await t.step("ws:// is websocketOver over tcp", async () => {
     await using server = denoEcho(false);
     await using flow = await resolve(
