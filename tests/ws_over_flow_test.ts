@@ -841,6 +841,32 @@ Deno.test("ws over flow: bad upgrade requests are answered and rejected", async 
   });
 });
 
+Deno.test("ws over flow: garbage after the handshake ends in a close code, never a hang", async () => {
+  for (let i = 0; i < 40; i++) {
+    const [a, b] = pipe();
+    const accepting = upgradeWebSocket(b, { maxMessageSize: 4096 });
+    const raw = new Raw(a);
+    await raw.write(upgradeRequest());
+    assert.match(await raw.head(), /^HTTP\/1\.1 101 /);
+    await using ws = await accepting;
+    const garbage = randomBytes(1 + i * 50);
+    garbage[0] = (garbage[0] & 0x8f) | (i % 2 === 0 ? 0 : 0x40);
+    garbage[1] |= 0x80; // masked, so parsing goes past the first check
+    await raw.write(garbage);
+    a.close(); // then the client is gone
+    try {
+      await readAll(ws);
+    } catch (e) {
+      assert.ok(e instanceof WebSocketCloseError, String(e));
+      assert.ok(
+        [1002, 1007, 1009, 1006].includes(e.code) ||
+          (e.code >= 1000 && e.code <= 4999),
+        `code ${e.code}`,
+      );
+    }
+  }
+});
+
 // --- Raw server frames against our client, over a pipe ------------------------------
 
 /** A raw server on one end of a pipe, our client on the other. */
