@@ -50,6 +50,8 @@ const READ_CHUNK = 64 * 1024;
 const READ_HIGH_WATER = 1024 * 1024;
 /** Smaller payloads are copied behind their header (one inner write). */
 const COPY_LIMIT = 16 * 1024;
+/** How long `Symbol.asyncDispose` waits for its close frame to be handed over. */
+const DISPOSE_WAIT_MS = 1000;
 
 /** A transport address, in the shapes of `Deno.Addr`. */
 export type WebSocketAddr =
@@ -214,7 +216,9 @@ function positiveInteger(what: string, name: string, x: number): number {
  * - Pings are answered with pongs as they arrive, pongs ignored. Reading
  *   the inner flow pauses while 1 MiB of messages waits to be read.
  * - `close()` sends a close frame (1000) when none was sent and nothing is
- *   being written, without waiting, and closes the inner flow.
+ *   being written, without waiting, and closes the inner flow (over TLS
+ *   that frame is lost: call `closeWrite()` first, or use `await using`,
+ *   whose dispose waits up to 1 s for the frame to be handed over).
  *
  * @example A server and a client over an in-memory pipe
  * ```ts
@@ -651,13 +655,30 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
   }
 
   /**
-   * Closes the flow.
+   * Closes the flow as `close()` does, but first hands a close frame (1000)
+   * to the inner flow when none was sent, waiting for it at most 1 s: the
+   * peer sees a normal closure even over an inner flow whose `close()`
+   * drops unsent bytes (TLS).
    *
-   * @returns A resolved promise.
+   * @returns A promise settled once the flow is closed.
    */
-  [Symbol.asyncDispose](): Promise<void> {
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (
+      !this.#closed && !this.#closeSent && this.#sendError === undefined
+    ) {
+      this.#closeSent = true;
+      this.#writeClosed = true;
+      const sent = this.#send([
+        this.#frame(Opcode.Close, closePayload(CloseCode.Normal)),
+      ]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        sent.catch(() => {}),
+        new Promise((ok) => timer = setTimeout(ok, DISPOSE_WAIT_MS)),
+      ]);
+      clearTimeout(timer);
+    }
     this.close();
-    return Promise.resolve();
   }
 }
 

@@ -1183,13 +1183,19 @@ Deno.test("ws over flow: the Flow contract", async (t) => {
 /** A `Deno.serve` WebSocket echo (HTTPS with the fixture certificate when `secure`). */
 function denoEcho(secure: boolean) {
   const paths: string[] = [];
+  const codes: number[] = [];
   const done: Promise<void>[] = [];
   const handler = (req: Request): Response => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     paths.push(new URL(req.url).pathname + new URL(req.url).search);
     socket.onmessage = (e) => socket.send(e.data);
     done.push(
-      new Promise((ok) => socket.addEventListener("close", () => ok())),
+      new Promise((ok) =>
+        socket.addEventListener("close", (e) => {
+          codes.push(e.code);
+          ok();
+        })
+      ),
     );
     return response;
   };
@@ -1200,6 +1206,8 @@ function denoEcho(secure: boolean) {
   return {
     port: server.addr.port,
     paths,
+    codes,
+    closed: () => bounded(Promise.all(done), "the Deno sockets to close"),
     async [Symbol.asyncDispose]() {
       try {
         await bounded(Promise.all(done), "the Deno sockets to close");
@@ -1289,7 +1297,18 @@ Deno.test("ws over flow: ws:// and wss:// URLs resolve to one context", async (t
       const info = await (ws.inner as TlsFlow).handshake();
       assert.equal(info.alpnProtocol, "http/1.1");
       await roundTrip(flow, 2 * 1024 * 1024);
-      assert.deepEqual(server.paths, ["/secure"]);
+      // `await using` alone closes with 1000, even over TLS.
+      {
+        await using other = await resolve(ctx);
+        await other.write(new Uint8Array([7]));
+        assert.equal(
+          await bounded(other.read(new Uint8Array(1)), "a read"),
+          1,
+        );
+      }
+      await server.closed();
+      assert.deepEqual(server.codes, [1000, 1000]);
+      assert.deepEqual(server.paths, ["/secure", "/secure"]);
       // Without the CA the certificate is refused.
       await assert.rejects(resolve(fromUri(url)), (e) => {
         assert.ok(e instanceof NotFoundError);
