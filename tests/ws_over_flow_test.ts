@@ -32,6 +32,7 @@ import {
 } from "./_helpers.ts";
 import { startWebsockify } from "./servers/websockify.ts";
 import { startTinyproxy } from "./servers/tinyproxy.ts";
+import { ensureCommand, startServerProcess } from "./servers/_util.ts";
 import { empty, NotFoundError, resolve, unfold } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 import { tls, type TlsFlow } from "../src/tls.ts";
@@ -43,6 +44,8 @@ const fixtures = new URL("./fixtures/", import.meta.url);
 const ca = await Deno.readTextFile(new URL("ca.pem", fixtures));
 const cert = await Deno.readTextFile(new URL("localhost.pem", fixtures));
 const key = await Deno.readTextFile(new URL("localhost.key", fixtures));
+const clientCert = await Deno.readTextFile(new URL("client.pem", fixtures));
+const clientKey = await Deno.readTextFile(new URL("client.key", fixtures));
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -1349,4 +1352,63 @@ Deno.test("ws over flow: ws:// and wss:// URLs resolve to one context", async (t
       await proxy.close();
     }
   });
+});
+
+/** stunnel (Debian's stunnel4) requiring a client certificate signed by the fixture CA. */
+async function startMtlsStunnel(connectPort: number) {
+  const command = await ensureCommand("stunnel4", "stunnel4");
+  const dir = await Deno.makeTempDir({ prefix: "mimic-ws-stunnel-" });
+  const path = (name: string) => new URL(name, fixtures).pathname;
+  return await startServerProcess({
+    command,
+    args: async (port) => {
+      const lines = [
+        "foreground = yes",
+        "pid =",
+        "debug = 3",
+        "[wss]",
+        `accept = 127.0.0.1:${port}`,
+        `connect = 127.0.0.1:${connectPort}`,
+        `cert = ${path("localhost.pem")}`,
+        `key = ${path("localhost.key")}`,
+        `CAfile = ${path("ca.pem")}`,
+        "verifyChain = yes",
+        "requireCert = yes",
+      ];
+      await Deno.writeTextFile(`${dir}/stunnel.conf`, lines.join("\n") + "\n");
+      return [`${dir}/stunnel.conf`];
+    },
+    cleanup: () => Deno.remove(dir, { recursive: true }),
+  });
+}
+
+Deno.test("ws over flow: wss:// with mTLS through stunnel to upgradeWebSocket", async () => {
+  await using server = ourServer(echo);
+  const stunnel = await startMtlsStunnel(server.port);
+  try {
+    const url = `wss://localhost:${stunnel.port}/mtls`;
+    const ctx = fromUri(url).add(tlsOptions, {
+      caCerts: [ca],
+      cert: clientCert,
+      key: clientKey,
+    });
+    await using flow = await resolve(ctx);
+    assert.ok(websocketOver.is(flow));
+    await roundTrip(flow, 1024 * 1024);
+    // Without a client certificate stunnel refuses the TLS session.
+    await assert.rejects(
+      resolve(fromUri(url).add(tlsOptions, { caCerts: [ca] })),
+      (e) => {
+        assert.ok(e instanceof NotFoundError);
+        const error = e.attempts[0].error as Error;
+        assert.equal(error.name, "TlsError");
+        assert.match(error.message, /certificate_required/);
+        return true;
+      },
+    );
+  } finally {
+    await stunnel.close();
+  }
+  const outcomes = await server.settle();
+  assert.equal(outcomes[0], "ok");
 });
