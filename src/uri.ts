@@ -83,6 +83,7 @@ import { tcp, unix } from "./tcp.ts";
 import { tls, type TlsClientOptions } from "./tls.ts";
 import { tunnel, type TunnelEndpoint } from "./tunnel.ts";
 import { inPrefix, parseIp } from "./_ip.ts";
+import { websocketOver } from "./_ws_flow.ts";
 
 export type { Arg, ArgTypes, Context, TlsClientOptions, Value };
 
@@ -547,6 +548,49 @@ const tcpScheme = (p: number, secure = false): Scheme => ({
 });
 
 /**
+ * A `websocket-over` endpoint when the scheme is `name` (`ws:` over `tcp`;
+ * `wss:` over `tls` over `tcp`, ALPN `http/1.1`, then {@linkcode tlsOptions}
+ * as for `https:`): its URL is the host, port, path and query.
+ */
+const viaWebSocket = (secure: boolean): Transport => (name) => {
+  const k = (
+    s: string,
+    hostname: string,
+    p: number,
+    file: string,
+    q: string | undefined,
+    options: TlsClientOptions | undefined,
+    proxyUrl: string | undefined,
+    proxyOptions: Omit<TlsClientOptions, "hostname"> | undefined,
+  ) => {
+    if (s !== name) return undefined;
+    const inner = connectionTo(hostname, p, proxyUrl, proxyOptions);
+    const over = secure
+      ? empty.add(tls.endpoint, {
+        hostname,
+        alpnProtocols: ["http/1.1"],
+        ...defined(options),
+        over: inner,
+      })
+      : inner;
+    const h = hostname.includes(":") ? `[${hostname}]` : hostname;
+    const url = `${name}://${h}:${p}${file}${q === undefined ? "" : `?${q}`}`;
+    return { url, over };
+  };
+  return (ctx) =>
+    ctx.fold(websocketOver.endpoint, [
+      req(scheme),
+      req(host),
+      req(port),
+      req(path),
+      opt(query),
+      opt(tlsOptions),
+      opt(proxy),
+      opt(proxyTls),
+    ], k);
+};
+
+/**
  * Every scheme `fromUri` accepts. Adding a scheme is one row: its form, its
  * default port and the fold function that connects it.
  */
@@ -592,6 +636,13 @@ const schemes: Map<string, Scheme> = new Map<string, Scheme>([
   ["telnet", tcpScheme(23)],
   ["nntp", tcpScheme(119)],
   ["nntps", tcpScheme(563, true)],
+  ["ws", { form: "host", port: 80, path: "/", transport: viaWebSocket(false) }],
+  ["wss", {
+    form: "host",
+    port: 443,
+    path: "/",
+    transport: viaWebSocket(true),
+  }],
 ]);
 
 /** The schemes the package ships: {@linkcode defineScheme} may not redefine them. */

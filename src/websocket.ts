@@ -588,3 +588,18 @@ export const websocket: Protocol<WebSocketEndpoint, WebSocketFlow> = register(
   (endpoint: WebSocketEndpoint, signal: AbortSignal) =>
     websocketFlow(endpoint.url, { protocols: endpoint.protocols, signal }),
 );
+
+// WebSocket written over any flow (RFC 6455), in ./_ws_flow.ts.
+export {
+  DEFAULT_MAX_MESSAGE_SIZE_OVER_FLOW,
+  openWebSocket,
+  type OpenWebSocketOptions,
+  upgradeWebSocket,
+  type UpgradeWebSocketOptions,
+  type WebSocketAddr,
+  WebSocketHandshakeError,
+  websocketOver,
+  type WebSocketOverEndpoint,
+  WebSocketOverFlow,
+  type WebSocketOverFlowInit,
+} from "./_ws_flow.ts";
