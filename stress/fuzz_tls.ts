@@ -58,7 +58,11 @@ do {
       if (i > 0 && i % 10_000 === 0) {
         console.log(
           `  ${i} inputs, ${(performance.now() - start) / 1000 | 0} s: ` +
-            `wasm memory ${(s.maxMemoryBytes / 2 ** 20).toFixed(1)} MiB; ` +
+            `wasm memory host ${
+              (s.heap.host.maxMemoryBytes / 2 ** 20).toFixed(1)
+            } MiB, wasm ${
+              (s.heap.wasm.maxMemoryBytes / 2 ** 20).toFixed(1)
+            } MiB; ` +
             `errors ${
               JSON.stringify(s.tlsErrors)
             }; traps ${s.engineFailures}; ` +
@@ -89,7 +93,8 @@ do {
   console.log(
     `  done: ${s.inputs} inputs; targets ${JSON.stringify(s.targets)}\n` +
       `  errors ${JSON.stringify(s.tlsErrors)}; progressed ${s.progressed}; ` +
-      `handshakes ${s.handshakesCompleted}; traps ${s.engineFailures}\n` +
+      `handshakes ${s.handshakesCompleted} (resumed ${s.resumed}); traps ${s.engineFailures}; ` +
+      `known upstream issues ${JSON.stringify(s.knownIssues)}\n` +
       `  sticky errors probed ${s.stickyChecked}; host AEAD seals/opens ${s.hostSeals}/${s.hostOpens}; ` +
       `cases on the engine's own ciphers ${s.wasmCasesChecked}\n` +
       `  crafted ${

@@ -52,7 +52,7 @@ Deno.test("TLS engine fuzz: every path ends in a TlsError or progress, bounded",
       `targets ${JSON.stringify(s.targets)}; errors ${
         JSON.stringify(s.tlsErrors)
       }; ` +
-      `handshakes ${s.handshakesCompleted}; sticky ${s.stickyChecked}; ` +
+      `handshakes ${s.handshakesCompleted} (resumed ${s.resumed}); sticky ${s.stickyChecked}; ` +
       `host seals/opens ${s.hostSeals}/${s.hostOpens}; wasm-only cases ${s.wasmCasesChecked}; ` +
       `crafted ${JSON.stringify(s.crafted)}, read back ${s.craftedReadBack}, ` +
       `key updates ${s.keyUpdatesFollowed}; acceptor hellos ${s.acceptorHellos} ` +
@@ -69,6 +69,7 @@ Deno.test("TLS engine fuzz: every path ends in a TlsError or progress, bounded",
     assert.ok((s.targets[target] ?? 0) > 0, `no ${target} case`);
   }
   assert.ok(s.stickyChecked > 0, "no sticky error was probed");
+  assert.ok(s.resumed > 0, "no live handshake resumed");
   assert.ok(s.hostSeals > 0 && s.hostOpens > 0, "the host AEAD was not used");
   assert.ok(s.wasmCasesChecked > 0, "no case on the engine's own ciphers");
   assert.ok(s.craftedReadBack > 0, "no crafted record was read back");

@@ -366,6 +366,8 @@ export interface FuzzStats {
   tlsErrors: Record<string, number>;
   progressed: number;
   handshakesCompleted: number;
+  /** Of the live handshakes (established target), those resumed. */
+  resumed: number;
   engineFailures: number;
   /** Sessions whose sticky error was probed (feed, read, write, feedEof). */
   stickyChecked: number;
@@ -685,6 +687,8 @@ async function established(
     await clientSession({
       ...t.setup.client,
       keyLog: (line) => keyLog.push(line),
+      // Half full handshakes: tickets offered are mostly accepted.
+      resumption: rng.chance(0.5),
     }),
   );
   sessions.push(c);
@@ -698,6 +702,7 @@ async function established(
       throw new Violation("the live handshake did not complete");
     }
     result.handshakesCompleted++;
+    if (c.handshakeInfo().resumed) result.resumed++;
     for (let i = rng.int(3); i > 0; i--) {
       const up = rng.bytes(rng.int(300));
       const down = rng.bytes(rng.int(3000));
@@ -1415,6 +1420,7 @@ export function newStats(): FuzzStats {
     tlsErrors: {},
     progressed: 0,
     handshakesCompleted: 0,
+    resumed: 0,
     engineFailures: 0,
     stickyChecked: 0,
     hostSeals: 0,
