@@ -62,7 +62,7 @@ do {
               (s.heap.host.maxMemoryBytes / 2 ** 20).toFixed(1)
             } MiB, wasm ${
               (s.heap.wasm.maxMemoryBytes / 2 ** 20).toFixed(1)
-            } MiB; ` +
+            } MiB; heap host ${s.heap.host.heapBytesEnd}, wasm ${s.heap.wasm.heapBytesEnd} bytes; ` +
             `errors ${
               JSON.stringify(s.tlsErrors)
             }; traps ${s.engineFailures}; ` +
