@@ -350,6 +350,11 @@ const CODES: ReadonlySet<string> = new Set(Object.keys(CODE_TABLE));
 export interface HeapStats {
   /** After the captures and a warm-up pass (caches filled). */
   heapBytesStart: number;
+  /**
+   * Halfway through the run: the engine's bounded caches (rustls's session
+   * caches, the configs) fill early, so a leak shows as growth from here.
+   */
+  heapBytesMid: number;
   /** After the run, every session freed (during it: the latest sample). */
   heapBytesEnd: number;
   /** Largest linear memory seen. */
@@ -1413,6 +1418,7 @@ export async function corpus(): Promise<Corpus> {
 export function newStats(): FuzzStats {
   const heap = () => ({
     heapBytesStart: 0,
+    heapBytesMid: 0,
     heapBytesEnd: 0,
     maxMemoryBytes: 0,
   });
@@ -1482,6 +1488,11 @@ export async function fuzz(
     await one(caseSeed, c, result);
     result.inputs++;
     if ((i & 255) === 0) track(result);
+    if (i === Math.floor(count / 2)) {
+      for (const mode of ["host", "wasm"] as const) {
+        result.heap[mode].heapBytesMid = instanceStats(mode).heapBytes;
+      }
+    }
   }
   track(result);
   for (const mode of ["host", "wasm"] as const) {
