@@ -6,8 +6,9 @@
 // records, records mutated in flight, post-handshake records (mutated
 // application data, truncated records, clear-text garbage, records sealed
 // with the peer's real keys: KeyUpdate-like garbage, alerts, bad inner
-// types), and ClientHellos through the acceptor (sync and async SNI
-// function) and acceptTls over a pipe. Every input must end in a TlsError
+// types), ClientHellos through the acceptor (sync and async SNI
+// function), acceptTls over a pipe, the exporter with odd arguments and
+// options with a mutated field. Every input must end in a TlsError
 // with a known code (sticky: the same code on every later call) or
 // cleanly, never another exception, a trap or a hang (a watchdog stops a
 // stalled worker); the host AEAD must really be used where chosen and

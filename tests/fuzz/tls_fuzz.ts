@@ -33,12 +33,14 @@
 import {
   _engineStatsForTesting,
   _useHostAeadForTesting,
+  CIPHER_SUITES,
   clientSession,
   type EngineClientOptions,
   engineInfo,
   type EngineServerOptions,
   type HelloAcceptor,
   helloAcceptor,
+  KEY_EXCHANGE_GROUPS,
   serverSession,
   type Session,
   TlsError,
@@ -48,7 +50,7 @@ import { _hostAeadTesting } from "../../src/_host_aead.ts";
 import { acceptTls, startTls, type TlsFlow } from "../../src/tls.ts";
 import { pipe } from "../../src/pipe.ts";
 import { concat, fixture } from "../_helpers.ts";
-import { mutateBytes, mutateBytesMany } from "./mutate.ts";
+import { mutateBytes, mutateBytesMany, mutateText } from "./mutate.ts";
 import { Prng } from "./prng.ts";
 import { secretsOf, Tls13Keys } from "./tls13_records.ts";
 
@@ -71,6 +73,8 @@ export interface Setup {
   };
 }
 
+const CIPHER_SUITE_NAMES = CIPHER_SUITES;
+const GROUP_NAMES = KEY_EXCHANGE_GROUPS;
 const CHACHA = "TLS_CHACHA20_POLY1305_SHA256";
 const AES128 = "TLS_AES_128_GCM_SHA256";
 const AES256 = "TLS_AES_256_GCM_SHA384";
@@ -430,6 +434,7 @@ const TARGETS = [
   "mitm",
   "acceptor",
   "acceptor",
+  "options",
 ] as const;
 
 /** A plausible random TLS record (or a few). */
@@ -732,6 +737,7 @@ async function established(
     }
     throw error;
   }
+  if (rng.chance(0.3)) exporter(rng, c, s, result);
   const victimIsClient = rng.chance(0.5);
   const victim = victimIsClient ? c : s;
   const peer = victimIsClient ? s : c;
@@ -1075,6 +1081,166 @@ function crafted(
     );
   }
   result.keyUpdatesFollowed++;
+}
+
+/**
+ * The exporter with odd arguments: a result of the length asked, the same
+ * on both sides, or a RangeError or TypeError (reserved labels, lengths
+ * outside 1..16384 or beyond the suite's hash, oversized contexts).
+ */
+function exporter(
+  rng: Prng,
+  c: Session,
+  s: Session,
+  result: FuzzStats,
+): void {
+  const length = rng.pick([
+    () => rng.range(1, 64),
+    () =>
+      rng.pick([
+        0,
+        -1,
+        1.5,
+        NaN,
+        Infinity,
+        16384,
+        16385,
+        255 * 32,
+        255 * 48,
+        2 ** 32,
+      ]),
+    () => rng.int(20000),
+  ])();
+  const label = rng.pick([
+    () => "EXPORTER-fuzz",
+    () =>
+      rng.pick([
+        "client finished",
+        "master secret",
+        "key expansion",
+        "extended master secret",
+      ]),
+    () => mutateText(rng, "EXPORTER-my-protocol"),
+    () => "x".repeat(rng.pick([0, 249, 250])),
+  ])();
+  const context = rng.pick([
+    () => undefined,
+    () => rng.bytes(rng.int(40)),
+    () => new Uint8Array(rng.pick([0, 65535, 65536])),
+  ])();
+  const run = (side: Session): Uint8Array | Error => {
+    try {
+      const out = side.exportKeyingMaterial(length, label, context);
+      if (!(out instanceof Uint8Array) || out.length !== length) {
+        throw new Violation(
+          `the exporter gave ${out?.length} bytes for ${length}`,
+        );
+      }
+      return out;
+    } catch (error) {
+      if (error instanceof Violation) throw error;
+      if (error instanceof RangeError || error instanceof TypeError) {
+        return error;
+      }
+      throw new Violation(`the exporter threw ${error}`, { cause: error });
+    }
+  };
+  const a = run(c);
+  const b = run(s);
+  if (a instanceof Uint8Array !== b instanceof Uint8Array) {
+    throw new Violation(`the exporter: client ${a}, server ${b}`);
+  }
+  if (a instanceof Uint8Array && !equal(a, b as Uint8Array)) {
+    throw new Violation("the exporter: client and server disagree");
+  }
+  const k = a instanceof Uint8Array ? "exported" : `exporter ${a.name}`;
+  result.crafted[k] = (result.crafted[k] ?? 0) + 1;
+}
+
+/**
+ * Options with one field mutated (a suite, group or version name, ALPN,
+ * PEM): a session, or a TypeError or RangeError before any I/O; an
+ * unknown suite, group or version is named in the message.
+ */
+async function options(
+  rng: Prng,
+  t: Transcript,
+  result: FuzzStats,
+  sessions: Watched[],
+): Promise<void> {
+  const server = rng.chance(0.5);
+  const o: Record<string, unknown> = {
+    ...(server ? t.setup.server : t.setup.client),
+  };
+  const field = rng.pick([
+    "cipherSuites",
+    "keyExchangeGroups",
+    "minVersion",
+    "maxVersion",
+    "alpnProtocols",
+    "cert",
+    "key",
+  ]);
+  let named: string | undefined;
+  // Suite and version names are exact, group names case-insensitive.
+  const pickName = (list: readonly string[], anyCase = false) => {
+    const v = rng.chance(0.7)
+      ? mutateText(rng, rng.pick(list))
+      : rng.pick(list);
+    const known = anyCase
+      ? list.some((x) => x.toLowerCase() === v.toLowerCase())
+      : list.includes(v);
+    if (!known) named = v;
+    return v;
+  };
+  switch (field) {
+    case "cipherSuites":
+      o.cipherSuites = rng.chance(0.1) ? [] : [pickName(CIPHER_SUITE_NAMES)];
+      break;
+    case "keyExchangeGroups":
+      o.keyExchangeGroups = rng.chance(0.1)
+        ? []
+        : [pickName(GROUP_NAMES, true)];
+      break;
+    case "minVersion":
+    case "maxVersion":
+      o[field] = pickName(["TLSv1.2", "TLSv1.3"]);
+      break;
+    case "alpnProtocols":
+      o.alpnProtocols = [mutateText(rng, "http/1.1", ["h2"])];
+      break;
+    default: {
+      const pem = String(o[field] ?? fixture("client.pem"));
+      o[field] = rng.chance(0.5)
+        ? mutateText(rng, pem)
+        : pem.slice(0, rng.int(pem.length));
+    }
+  }
+  try {
+    const session = server
+      ? await serverSession(o as unknown as EngineServerOptions)
+      : await clientSession(o as EngineClientOptions);
+    sessions.push(watch(session));
+    if (named !== undefined) {
+      throw new Violation(`${field} ${JSON.stringify(named)} was accepted`);
+    }
+    result.crafted["options accepted"] =
+      (result.crafted["options accepted"] ?? 0) + 1;
+  } catch (error) {
+    if (error instanceof Violation) throw error;
+    if (!(error instanceof TypeError || error instanceof RangeError)) {
+      throw new Violation(`${field}: options gave ${error}`, { cause: error });
+    }
+    if (named !== undefined && !error.message.includes(JSON.stringify(named))) {
+      throw new Violation(
+        `${field} ${
+          JSON.stringify(named)
+        }: the error does not name it: ${error.message}`,
+      );
+    }
+    const k = `options ${error.name}`;
+    result.crafted[k] = (result.crafted[k] ?? 0) + 1;
+  }
 }
 
 /** What an SNI function picks for a ClientHello. */
@@ -1551,6 +1717,8 @@ export async function one(
         await established(rng, t, donors, result, sessions);
       } else if (target === "acceptor") {
         await acceptor(rng, t, result, sessions, acceptors);
+      } else if (target === "options") {
+        await options(rng, t, result, sessions);
       } else if (target === "acceptTls") {
         await acceptTlsCase(rng, t, result);
       } else {
