@@ -1380,7 +1380,7 @@ async function acceptor(
       error instanceof TlsError &&
       error.message.includes("MissingPskExtensionInSecondClientHello")
     ) {
-      // A known rustls 0.23.46 disagreement (tests/tls_known_issues_test.ts):
+      // A known rustls 0.23.46 disagreement (tests/tls_fuzz_findings_test.ts):
       // its client drops a ticket whose hash does not fit the suite of a
       // HelloRetryRequest (an earlier case here chose another suite for
       // the name), its server refuses a second ClientHello without one.
