@@ -593,7 +593,10 @@ function watch(s: Session): Watched {
         try {
           return v.apply(target, args);
         } catch (error) {
-          if (error instanceof TlsError) first ??= error;
+          if (error instanceof TlsError) {
+            first ??= error;
+            noteTrap(error);
+          }
           throw error;
         }
       };
@@ -601,8 +604,18 @@ function watch(s: Session): Watched {
   }) as Watched;
 }
 
+/** Engine traps seen by any call (some paths swallow a TlsError). */
+const traps: string[] = [];
+
+function noteTrap(error: unknown): void {
+  if (error instanceof TlsError && error.code === "EngineFailure") {
+    traps.push(error.message);
+  }
+}
+
 /** A TlsError with a known code, or a Violation. */
 function checkTlsError(error: unknown, where: string): TlsError {
+  noteTrap(error);
   if (!(error instanceof TlsError)) {
     throw new Violation(`${where}: not a TlsError: ${error}`, {
       cause: error,
@@ -1687,6 +1700,7 @@ export async function one(
   result.setups[t.setup.name] = (result.setups[t.setup.name] ?? 0) + 1;
   const sessions: Watched[] = [];
   const acceptors: HelloAcceptor[] = [];
+  const trapsBefore = traps.length;
   const seals = _hostAeadTesting.seals;
   const opens = _hostAeadTesting.opens;
   const handshakes = result.handshakesCompleted;
@@ -1737,15 +1751,22 @@ export async function one(
       }
       if (!CODES.has(error.code)) throw fail(`unknown code ${error.code}`);
       result.tlsErrors[error.code] = (result.tlsErrors[error.code] ?? 0) + 1;
-      if (error.code === "EngineFailure") {
-        result.engineFailures++;
-        // Contained: a fresh session must work (a new engine instance).
-        try {
-          (await capture(transcripts[0].setup)).client.length;
-        } catch (again) {
-          throw fail(`the engine trapped and did not recover: ${again}`, again);
-        }
+      noteTrap(error);
+    }
+    if (traps.length > trapsBefore) {
+      // A trap (even one a path swallowed): contained if a fresh session
+      // works (a new engine instance), but a bug all the same.
+      result.engineFailures++;
+      const message = traps.slice(trapsBefore).join("; ");
+      try {
+        (await capture(transcripts[0].setup)).client.length;
+      } catch (again) {
+        throw fail(
+          `the engine trapped (${message}) and did not recover: ${again}`,
+          again,
+        );
       }
+      throw fail(`the engine trapped: ${message}`);
     }
     try {
       for (const s of sessions) checkSticky(s, result);
