@@ -11,7 +11,9 @@ import {
   TlsError,
 } from "../src/_engine.ts";
 import { acceptTls } from "../src/tls.ts";
-import { fixture, fixturePath } from "./_helpers.ts";
+import { concat, fixture, fixturePath } from "./_helpers.ts";
+import { secretsOf, Tls13Keys } from "./fuzz/tls13_records.ts";
+import { records } from "./fuzz/tls_fuzz.ts";
 
 function pump(c: Session, s: Session): void {
   for (let i = 0; i < 50; i++) {
@@ -27,6 +29,74 @@ const ecdsaPem = {
   cert: fixture("localhost.pem"),
   key: fixture("localhost.key"),
 };
+
+// A peer that sends an empty (encrypted) handshake record and close_notify
+// in one read, then ends the transport, made the engine trap: rustls 0.23.46
+// discards the buffer after close_notify but its handshake deframer keeps
+// the empty fragment's offset, and the next process_new_packets (from
+// feedEof) slices past the empty buffer (conn.rs:1015, "range start index
+// 22 out of range for slice of length 0"). A trap poisons the engine
+// instance: every connection on it was lost. Any client could do it to a
+// server. Found by the fuzzer (seed 2, case 4213528736). Fixed in the
+// engine (wasm/src/lib.rs): after close_notify nothing more is processed.
+for (const host of [true, false]) {
+  Deno.test(`an empty handshake record then close_notify, then EOF: a clean end, no trap (${host ? "host" : "wasm"} AEAD)`, async () => {
+    const keyLog: string[] = [];
+    const c = await clientSession({
+      hostname: "localhost",
+      caCerts: [fixture("ca.pem")],
+      cipherSuites: ["TLS_CHACHA20_POLY1305_SHA256"],
+      resumption: false,
+      keyLog: (line) => keyLog.push(line),
+      _hostAead: host,
+    });
+    const s = await serverSession({ ...ecdsaPem, _hostAead: host });
+    const bystander = await serverSession({ ...ecdsaPem, _hostAead: host });
+    try {
+      const fromClient: Uint8Array[] = [];
+      for (let i = 0; i < 50; i++) {
+        const a = c.takeOutgoing();
+        if (a !== null) {
+          fromClient.push(a);
+          s.feed(a);
+        }
+        const b = s.takeOutgoing();
+        if (b !== null) c.feed(b);
+        if (a === null && b === null) break;
+      }
+      assert.ok(!c.isHandshaking && !s.isHandshaking);
+      // The client's keys, at the sequence number the server expects.
+      const keys = new Tls13Keys(
+        "TLS_CHACHA20_POLY1305_SHA256",
+        secretsOf(keyLog).get("CLIENT_TRAFFIC_SECRET_0")!,
+      );
+      for (const r of records(concat(fromClient))) keys.open(r);
+      const empty = keys.seal(22, new Uint8Array(0));
+      const closeNotify = keys.seal(21, new Uint8Array([1, 0]));
+      const both = new Uint8Array(empty.length + closeNotify.length);
+      both.set(empty);
+      both.set(closeNotify, empty.length);
+      s.feed(both);
+      s.feedEof();
+      assert.equal(
+        s.read(new Uint8Array(16)),
+        null,
+        "close_notify: end of flow",
+      );
+      // The engine instance is fine: another session on it still works.
+      assert.equal(bystander.takeOutgoing(), null);
+    } catch (error) {
+      if (error instanceof TlsError) {
+        assert.notEqual(error.code, "EngineFailure", error.message);
+      }
+      throw error;
+    } finally {
+      c.free();
+      s.free();
+      bystander.free();
+    }
+  });
+}
 
 // The acceptor's accept() dropped the options' keyLog: the session's lines
 // were never given to its callback, and, buffered in the engine, went to
