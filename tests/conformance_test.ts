@@ -26,7 +26,7 @@ import { startTinyproxy } from "./servers/tinyproxy.ts";
  * The TLS entries fail until the TLS pump is rewritten to the contract
  * (src/tls.ts, src/_engine.ts): flip this once it is.
  */
-const TLS_PENDING = true;
+const TLS_PENDING = false;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
