@@ -295,20 +295,27 @@ export interface TlsHandshakeInfo {
  * A TLS connection over a {@linkcode Flow}, made by {@linkcode startTls},
  * {@linkcode acceptTls} or the {@linkcode tls} protocol.
  *
- * - `read(p)` decrypts straight into `p`; `null` after the peer's
- *   close_notify; rejects with `TlsError` `"UnexpectedEof"` when the
- *   transport ends without one, and with the engine's `TlsError` for a bad
- *   record or an alert from the peer (`"AlertReceived"`, with `alert`).
- * - `write(p)` resolves to `p.length` once `p` is encrypted and accepted by
- *   the underlying flow; concurrent writes go out in call order.
- * - `closeWrite()` sends close_notify, then half-closes the underlying flow.
- * - `close()` is idempotent: it sends close_notify when it can without
- *   waiting (best effort), then closes the underlying flow. Afterwards
- *   `read` and `write` reject with `Deno.errors.BadResource`, and so do
- *   those pending.
- * - `readable`/`writable` are made on first use: closing `writable` is
- *   `closeWrite()`, aborting it is `close()`; cancelling `readable` makes
- *   further reads end (`null`) but leaves the write side open.
+ * It keeps the Flow contract (rules 1-9 of the package's `Flow`):
+ *
+ * - `read(p)`: 1..`p.length` plaintext bytes; `null` after the peer's
+ *   close_notify, on every later read too; rejects with `TlsError`
+ *   `"UnexpectedEof"` when the transport ends without one, and with the
+ *   engine's `TlsError` for a bad record or an alert from the peer
+ *   (`"AlertReceived"`, with `alert`): the same error on every later call.
+ *   A transport failure (e.g. `ConnectionReset`) is passed on as it is.
+ * - `write(p)` resolves to `p.length` once `p` is encrypted and handed to
+ *   the underlying flow; concurrent writes go out in call order. One
+ *   ordered writer sends every TLS byte (records, alerts, close_notify).
+ * - `closeWrite()` sends close_notify, then half-closes the underlying
+ *   flow; idempotent; a later `write` rejects with `BrokenPipe`.
+ * - `close()` is idempotent: it sends close_notify after what is queued
+ *   (best effort), then closes the underlying flow. Reads and writes
+ *   pending at that moment reject with `Interrupted`; later calls with
+ *   `BadResource` (the package's `errors`, Deno's classes on Deno).
+ * - `readable`/`writable` are made on first use and share `read`'s and
+ *   `write`'s position: closing `writable` is `closeWrite()`, aborting it
+ *   is `close()`; cancelling `readable` ends the stream only.
+ * - `localAddr`/`remoteAddr` are the underlying flow's, when it has them.
  *
  * @example Read to the end over TLS, from Deno's own TLS server
  * ```ts
@@ -510,7 +517,8 @@ class TlsConn implements TlsFlow {
   #writing: Promise<unknown> = Promise.resolve();
   /** The inner flow's read failure, repeated by every later read. */
   #transportError: { error: unknown } | undefined;
-  #readCancelled = false;
+  /** Bytes a cancelled readable had read and not delivered: read first. */
+  #unread: Uint8Array = EMPTY;
   #writeClosed = false;
   #closeWrite: Promise<void> | undefined;
   #closed = false;
@@ -666,8 +674,15 @@ class TlsConn implements TlsFlow {
 
   async #read(p: Uint8Array): Promise<number | null> {
     for (;;) {
-      if (this.#closed) throw this.#interruptedError();
-      if (this.#readCancelled) return null;
+      if (this.#closed) throw this.#interruptedError("read from");
+      if (this.#unread.length > 0) {
+        const n = Math.min(p.length, this.#unread.length);
+        p.set(this.#unread.subarray(0, n));
+        this.#unread = n === this.#unread.length
+          ? EMPTY
+          : this.#unread.subarray(n);
+        return n;
+      }
       const n = this.#session.read(p);
       if (n !== 0) return n;
       await this.#receive();
@@ -762,15 +777,21 @@ class TlsConn implements TlsFlow {
     return task;
   }
 
-  #interruptedError(): Error {
-    return new errors.Interrupted("The TLS flow was closed");
+  #interruptedError(op: "read from" | "write to" = "write to"): Error {
+    return new errors.Interrupted(
+      `Cannot ${op} TLS flow: it was closed meanwhile`,
+    );
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#writeClosed = true;
-    this.#interrupt(this.#interruptedError());
+    this.#interrupt(
+      new errors.Interrupted(
+        "Cannot complete the operation on the TLS flow: it was closed meanwhile",
+      ),
+    );
     const wasIdle = this.#writer.idle;
     try {
       const status = this.#session.status;
@@ -822,10 +843,18 @@ class TlsConn implements TlsFlow {
   }
 
   get readable(): ReadableStream<Uint8Array> {
+    // Cancelling it ends the stream only: the flow reads on, from where
+    // the stream stopped.
     return this.#readable ??= readableFromFlow(
       (p) => this.read(p),
-      () => {
-        this.#readCancelled = true;
+      () => {},
+      {
+        unread: (bytes) => {
+          const all = new Uint8Array(bytes.length + this.#unread.length);
+          all.set(bytes);
+          all.set(this.#unread, bytes.length);
+          this.#unread = all;
+        },
       },
     );
   }
