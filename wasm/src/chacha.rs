@@ -16,6 +16,7 @@ use core::arch::wasm32::*;
 
 use poly1305::universal_hash::{KeyInit, UniversalHash};
 use poly1305::Poly1305;
+use zeroize::{Zeroize, Zeroizing};
 use rustls::crypto::cipher::{
     make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter,
     MessageEncrypter, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
@@ -26,19 +27,25 @@ use rustls::{ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, Tls1
 
 const TAG_LEN: usize = 16;
 
-/// ChaCha20 state: key (8 words) and counter + nonce (4 words).
+/// ChaCha20 key (8 words; counter and nonce come per call). Wiped on drop.
 #[derive(Clone)]
 struct ChaCha {
     key: [u32; 8],
 }
 
+impl Drop for ChaCha {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl ChaCha {
     fn new(key: &[u8; 32]) -> Self {
-        let mut k = [0u32; 8];
-        for (w, c) in k.iter_mut().zip(key.chunks_exact(4)) {
+        let mut this = Self { key: [0u32; 8] };
+        for (w, c) in this.key.iter_mut().zip(key.chunks_exact(4)) {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
-        Self { key: k }
+        this
     }
 }
 
@@ -250,10 +257,12 @@ fn nonce_words(n: &[u8; 12]) -> [u32; 3] {
 }
 
 /// Poly1305 one-time key: the first 32 bytes of block 0 (RFC 8439 §2.6).
+/// The copy here is wiped; Poly1305 wipes its state on drop (feature
+/// "zeroize").
 fn poly_key(key: &ChaCha, nonce: &[u32; 3]) -> Poly1305 {
-    let mut k = [0u8; 32];
-    xor_keystream(key, 0, nonce, &mut k);
-    Poly1305::new(&k.into())
+    let mut k = Zeroizing::new([0u8; 32]);
+    xor_keystream(key, 0, nonce, &mut k[..]);
+    Poly1305::new((&*k).into())
 }
 
 fn mac(mut p: Poly1305, aad: &[u8], ct: &[u8]) -> poly1305::Block {
@@ -315,8 +324,9 @@ fn open_with(
 
 struct Aead;
 
-fn key32(key: &AeadKey) -> [u8; 32] {
-    let mut k = [0u8; 32];
+/// A copy of the traffic key, wiped on drop (rustls wipes `AeadKey`).
+fn key32(key: &AeadKey) -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
     k.copy_from_slice(key.as_ref());
     k
 }

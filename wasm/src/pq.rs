@@ -23,6 +23,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::ffdhe_groups::FfdheGroup;
 use rustls::{Error, NamedGroup, PeerMisbehaved, ProtocolVersion};
+use zeroize::Zeroizing;
 
 /// ML-KEM-768 encapsulation key length.
 const EK_LEN: usize = 1184;
@@ -45,10 +46,11 @@ fn invalid_share() -> Error {
     Error::PeerMisbehaved(PeerMisbehaved::InvalidKeyShare)
 }
 
-fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut b = [0u8; N];
+/// `N` random bytes, wiped on drop (they are seeds of secrets).
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, Error> {
+    let mut b = Zeroizing::new([0u8; N]);
     SystemRandom::new()
-        .fill(&mut b)
+        .fill(&mut b[..])
         .map_err(|_| Error::FailedToGetRandomBytes)?;
     Ok(b)
 }
@@ -57,7 +59,8 @@ impl SupportedKxGroup for X25519MlKem768 {
     /// Client: a fresh ML-KEM-768 key pair and X25519 key pair.
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
         let x25519 = classical().start()?;
-        let dk = DecapsulationKey::from_seed(Seed::from(random::<64>()?));
+        // The decapsulation key wipes itself on drop (ml-kem's "zeroize").
+        let dk = DecapsulationKey::from_seed(Seed::from(*random::<64>()?));
         let ek = dk.encapsulation_key().to_bytes();
         let mut share = Vec::with_capacity(EK_LEN + X25519_LEN);
         share.extend_from_slice(&ek);
@@ -73,8 +76,9 @@ impl SupportedKxGroup for X25519MlKem768 {
         let (ek, x) = client_share.split_at(EK_LEN);
         let ek = Key::<EncapsulationKey>::try_from(ek).map_err(|_| invalid_share())?;
         let ek = EncapsulationKey::new(&ek).map_err(|_| invalid_share())?;
-        let m = B32::from(random::<32>()?);
+        let m = Zeroizing::new(B32::from(*random::<32>()?));
         let (ct, pq_secret) = ek.encapsulate_deterministic(&m);
+        let pq_secret = Zeroizing::new(pq_secret);
         let cl = classical().start_and_complete(x)?;
         let mut share = Vec::with_capacity(CT_LEN + X25519_LEN);
         share.extend_from_slice(&ct);
@@ -116,7 +120,7 @@ impl ActiveKeyExchange for Active {
         }
         let (ct, x) = server_share.split_at(CT_LEN);
         let ct = Ciphertext::try_from(ct).map_err(|_| invalid_share())?;
-        let pq_secret = self.dk.decapsulate(&ct);
+        let pq_secret = Zeroizing::new(self.dk.decapsulate(&ct));
         let cl = self.x25519.complete(x)?;
         let mut secret = Vec::with_capacity(64);
         secret.extend_from_slice(&pq_secret);
