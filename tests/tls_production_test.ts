@@ -723,6 +723,37 @@ Deno.test("startTls() resumes with openssl s_server, and not with resumption: fa
   }
 });
 
+Deno.test("a client resuming a ticket from another server of the same name still connects to ours (no HelloRetryRequest forced on a PSK)", async () => {
+  // The ticket: from openssl, on TLS_AES_256_GCM_SHA384 and x25519 (openssl
+  // 3.0 has no ML-KEM). Our server prefers the hybrid and AES-128 or
+  // ChaCha20 (SHA-256): a HelloRetryRequest for the hybrid would make
+  // rustls's client withdraw the PSK, which rustls's server refuses.
+  await using other = await OpensslServer.start([
+    "-naccept",
+    "1",
+    "-rev",
+    "-ciphersuites",
+    "TLS_AES_256_GCM_SHA384",
+  ]);
+  const options = {
+    ...trusting,
+    caCerts: [ca, fixture("rsa.pem")],
+    alpnProtocols: ["ticket-elsewhere"],
+  };
+  const first = await connectTls(other.port, options);
+  assert.equal(await revLine(first), "hello\n"); // takes in the ticket
+  first.close();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = serve(listener, { ...ecdsa, alpnProtocols: ["ticket-elsewhere"] });
+  const flow = await connectTls(listener.addr.port, options);
+  const info = await flow.handshake();
+  assert.equal(info.resumed, false);
+  assert.equal(await exchange(flow, "after\n"), "echo: after\n");
+  flow.close();
+  const [result] = await served;
+  assert.equal(result.error, undefined, String(result.error));
+});
+
 Deno.test("sessions resume with Go's crypto/tls, both directions", async (t) => {
   await t.step("Go client -> acceptTls()", async () => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

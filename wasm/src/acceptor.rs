@@ -39,6 +39,8 @@ pub(crate) struct Acceptor {
     head: errors::Head,
     /// An alert to send to the client after a failure.
     alert: Vec<u8>,
+    /// Whether the ClientHello offers a PSK (see `pq::set_client_offers_psk`).
+    offers_psk: Option<bool>,
 }
 
 fn no_acceptor(e: &mut crate::Engine) -> i32 {
@@ -53,6 +55,7 @@ pub extern "C" fn mimic_acceptor_new() -> i32 {
             state: State::Reading(Box::default()),
             head: Default::default(),
             alert: Vec::new(),
+            offers_psk: None,
         })
     })
 }
@@ -76,6 +79,9 @@ pub unsafe extern "C" fn mimic_acceptor_feed(h: i32, ptr: *const u8, len: usize)
     with_engine(|e| {
         let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
         a.head.note(data);
+        if a.offers_psk.is_none() && !data.is_empty() {
+            a.offers_psk = Some(crate::pq::client_hello_offers_psk(data));
+        }
         let State::Reading(acceptor) = &mut a.state else {
             // Complete (or failed): nothing more is read here.
             return 0;
@@ -239,6 +245,7 @@ pub extern "C" fn mimic_acceptor_accept(h: i32, cfg: i32) -> i32 {
                 return fail(e, EngineError::tls("Closed", "the ClientHello is not complete".into()));
             }
         };
+        crate::pq::set_client_offers_psk(a.offers_psk.unwrap_or(true));
         match accepted.into_connection(config) {
             Ok(mut c) => {
                 c.set_buffer_limit(Some(BUFFER_LIMIT));
@@ -254,6 +261,7 @@ pub extern "C" fn mimic_acceptor_accept(h: i32, cfg: i32) -> i32 {
                 }
                 let mut conn = Conn::new(Connection::Server(c), None);
                 conn.head = std::mem::take(&mut a.head);
+                conn.offers_psk = a.offers_psk;
                 e.conns.insert(conn)
             }
             Err((err, mut alert)) => {

@@ -112,6 +112,9 @@ struct Conn {
     notified: bool,
     /// The peer's first bytes, to explain a failure on them.
     head: errors::Head,
+    /// Server side: whether the ClientHello offers a PSK (see
+    /// `pq::set_client_offers_psk`); None until its first bytes arrive.
+    offers_psk: Option<bool>,
 }
 
 impl Conn {
@@ -125,6 +128,7 @@ impl Conn {
             transport_ended: false,
             notified: false,
             head: Default::default(),
+            offers_psk: None,
         }
     }
 
@@ -508,6 +512,12 @@ pub unsafe extern "C" fn mimic_conn_feed(h: i32, ptr: *const u8, len: usize) -> 
         }
         c.head.note(data);
         let client = matches!(c.conn, Connection::Client(_));
+        if !client {
+            if c.offers_psk.is_none() && !data.is_empty() {
+                c.offers_psk = Some(pq::client_hello_offers_psk(data));
+            }
+            pq::set_client_offers_psk(c.offers_psk.unwrap_or(true));
+        }
         if data.is_empty() {
             c.transport_ended = true;
             // Reading from an empty slice returns Ok(0): rustls records the EOF.

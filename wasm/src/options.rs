@@ -447,7 +447,9 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
     cfg.resumption = if o.no_resumption {
         Resumption::disabled()
     } else {
-        Resumption::in_memory_sessions(64)
+        Resumption::store(Arc::new(SessionsWithoutKxHints(
+            rustls::client::ClientSessionMemoryCache::new(64),
+        )))
     };
     if o.key_log {
         cfg.key_log = Arc::new(crate::keylog::BufferedKeyLog);
@@ -560,6 +562,59 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// rustls' in-memory session cache without its key exchange hints. A hint
+/// makes the next ClientHello to that server carry a key share for the group
+/// used last time (x25519, say) while still listing X25519MLKEM768 first; a
+/// rustls server then answers with a HelloRetryRequest for the hybrid, and
+/// when its suite cannot resume the ticket's, rustls' client withdraws its
+/// PSK, which rustls' server refuses (`MissingPskExtensionInSecondClientHello`).
+/// Without hints every ClientHello carries the default shares (the hybrid and
+/// its x25519 component), which every server we meet can answer at once.
+#[derive(Debug)]
+struct SessionsWithoutKxHints(rustls::client::ClientSessionMemoryCache);
+
+impl rustls::client::ClientSessionStore for SessionsWithoutKxHints {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.0.set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.0.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.0.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.0.take_tls13_ticket(server_name)
     }
 }
 

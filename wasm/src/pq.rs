@@ -173,6 +173,51 @@ use std::sync::{Arc, OnceLock};
 
 thread_local! {
     static CLIENT_OFFERS_HYBRID: Cell<bool> = const { Cell::new(false) };
+    static CLIENT_OFFERS_PSK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes, before the engine processes a server connection's bytes, whether
+/// its ClientHello offers a PSK (a resumption). Such a ClientHello is not
+/// pushed to the hybrid: after a HelloRetryRequest whose suite cannot resume
+/// the ticket's, rustls's client withdraws the PSK and rustls's server
+/// refuses that (`MissingPskExtensionInSecondClientHello`), so a resuming
+/// client (a ticket from another server of the same name, say) would fail.
+pub fn set_client_offers_psk(offers: bool) {
+    CLIENT_OFFERS_PSK.with(|c| c.set(offers));
+}
+
+/// Whether the first TLS record in `b` is a ClientHello with a
+/// pre_shared_key extension; true when `b` cannot be read as a whole
+/// ClientHello (the safe answer: no HelloRetryRequest is forced).
+pub fn client_hello_offers_psk(b: &[u8]) -> bool {
+    fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
+    }
+    fn parse(b: &[u8]) -> Option<bool> {
+        if *b.first()? != 22 {
+            return None;
+        }
+        let body = b.get(5..5 + u16_at(b, 3)?)?;
+        if *body.first()? != 1 {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, *body.get(1)?, *body.get(2)?, *body.get(3)?]) as usize;
+        let m = body.get(4..4 + len)?;
+        let mut i = 2 + 32; // legacy_version, random
+        i += 1 + *m.get(i)? as usize; // legacy_session_id
+        i += 2 + u16_at(m, i)?; // cipher_suites
+        i += 1 + *m.get(i)? as usize; // legacy_compression_methods
+        let exts = m.get(i + 2..i + 2 + u16_at(m, i)?)?;
+        let mut j = 0;
+        while j + 4 <= exts.len() {
+            if u16_at(exts, j)? == 41 {
+                return Some(true);
+            }
+            j += 4 + u16_at(exts, j + 2)?;
+        }
+        Some(false)
+    }
+    parse(b).unwrap_or(true)
 }
 
 /// A server's cert resolver that notes whether the ClientHello lists the
@@ -187,7 +232,8 @@ impl rustls::server::ResolvesServerCert for PreferHybrid {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let offers = hello
             .named_groups()
-            .is_some_and(|g| g.contains(&NamedGroup::X25519MLKEM768));
+            .is_some_and(|g| g.contains(&NamedGroup::X25519MLKEM768))
+            && !CLIENT_OFFERS_PSK.with(|c| c.get());
         CLIENT_OFFERS_HYBRID.with(|c| c.set(offers));
         self.0.resolve(hello)
     }
@@ -279,5 +325,36 @@ mod tests {
         let secret = client.complete(&server.pub_key).unwrap();
         assert_ne!(secret.secret_bytes(), server.secret.secret_bytes());
         assert!(!X25519MLKEM768.usable_for_version(ProtocolVersion::TLSv1_2));
+    }
+    /// A ClientHello record with these extensions (type, body).
+    fn hello(exts: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut e = Vec::new();
+        for (t, body) in exts {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            e.extend_from_slice(body);
+        }
+        let mut m = vec![3, 3];
+        m.extend_from_slice(&[7; 32]);
+        m.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        m.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        m.extend_from_slice(&e);
+        let mut hs = vec![1, 0, (m.len() >> 8) as u8, m.len() as u8];
+        hs.extend_from_slice(&m);
+        let mut rec = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn a_client_hello_with_a_psk_is_told_from_one_without() {
+        let without = hello(&[(10, &[0, 2, 0x11, 0xec]), (43, &[2, 3, 4])]);
+        assert!(!client_hello_offers_psk(&without));
+        let with = hello(&[(10, &[0, 2, 0x11, 0xec]), (41, &[0; 8])]);
+        assert!(client_hello_offers_psk(&with));
+        // What cannot be read whole is taken as offering one (no HRR forced).
+        assert!(client_hello_offers_psk(&without[..without.len() - 1]));
+        assert!(client_hello_offers_psk(b"GET / HTTP/1.1"));
+        assert!(client_hello_offers_psk(&[]));
     }
 }
