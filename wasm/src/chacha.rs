@@ -18,14 +18,12 @@ use poly1305::universal_hash::{KeyInit, UniversalHash};
 use poly1305::Poly1305;
 use zeroize::{Zeroize, Zeroizing};
 use rustls::crypto::cipher::{
-    make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter,
-    MessageEncrypter, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
-    Tls13AeadAlgorithm, UnsupportedOperationError,
+    AeadKey, Iv, MessageDecrypter, MessageEncrypter, Tls13AeadAlgorithm, UnsupportedOperationError,
 };
 use rustls::crypto::CipherSuiteCommon;
-use rustls::{ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, Tls13CipherSuite};
+use rustls::{ConnectionTrafficSecrets, Tls13CipherSuite};
 
-const TAG_LEN: usize = 16;
+use crate::tls13_record::{Decrypter, Encrypter, RecordAead};
 
 /// ChaCha20 key (8 words; counter and nonce come per call). Wiped on drop.
 #[derive(Clone)]
@@ -334,13 +332,13 @@ fn key32(key: &AeadKey) -> Zeroizing<[u8; 32]> {
 impl Tls13AeadAlgorithm for Aead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         Box::new(Encrypter {
-            key: ChaCha::new(&key32(&key)),
+            aead: ChaCha::new(&key32(&key)),
             iv,
         })
     }
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         Box::new(Decrypter {
-            key: ChaCha::new(&key32(&key)),
+            aead: ChaCha::new(&key32(&key)),
             iv,
         })
     }
@@ -359,61 +357,18 @@ impl Tls13AeadAlgorithm for Aead {
     }
 }
 
-struct Encrypter {
-    key: ChaCha,
-    iv: Iv,
-}
-
-struct Decrypter {
-    key: ChaCha,
-    iv: Iv,
-}
-
-impl MessageEncrypter for Encrypter {
-    fn encrypt(
-        &mut self,
-        msg: OutboundPlainMessage<'_>,
-        seq: u64,
-    ) -> Result<OutboundOpaqueMessage, Error> {
-        let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(total_len);
-        payload.extend_from_chunks(&msg.payload);
-        payload.extend_from_slice(&msg.typ.to_array());
-        let tag = seal_with(&self.key, &nonce, &aad, payload.as_mut());
-        payload.extend_from_slice(&tag);
-        Ok(OutboundOpaqueMessage::new(
-            ContentType::ApplicationData,
-            // TLS 1.3 records carry TLSv1_2 as the legacy version (RFC 8446 §5.1).
-            ProtocolVersion::TLSv1_2,
-            payload,
-        ))
+impl RecordAead for ChaCha {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
+        Ok(seal_with(self, nonce, aad, data))
     }
-
-    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
-        payload_len + 1 + TAG_LEN
-    }
-}
-
-impl MessageDecrypter for Decrypter {
-    fn decrypt<'a>(
-        &mut self,
-        mut msg: InboundOpaqueMessage<'a>,
-        seq: u64,
-    ) -> Result<InboundPlainMessage<'a>, Error> {
-        let payload = &mut msg.payload;
-        if payload.len() < TAG_LEN {
-            return Err(Error::DecryptError);
-        }
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(payload.len());
-        let plain_len = payload.len() - TAG_LEN;
-        let (data, tag) = payload.split_at_mut(plain_len);
-        let tag: &[u8; 16] = (&*tag).try_into().map_err(|_| Error::DecryptError)?;
-        open_with(&self.key, &nonce, &aad, data, tag).map_err(|_| Error::DecryptError)?;
-        payload.truncate(plain_len);
-        msg.into_tls13_unpadded_message()
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), ()> {
+        open_with(self, nonce, aad, data, tag)
     }
 }
 

@@ -27,14 +27,12 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use rustls::crypto::cipher::{
-    make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter,
-    MessageEncrypter, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
-    Tls13AeadAlgorithm, UnsupportedOperationError,
+    AeadKey, Iv, MessageDecrypter, MessageEncrypter, Tls13AeadAlgorithm, UnsupportedOperationError,
 };
 use rustls::crypto::CipherSuiteCommon;
-use rustls::{ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, Tls13CipherSuite};
+use rustls::{ConnectionTrafficSecrets, Tls13CipherSuite};
 
-const TAG_LEN: usize = 16;
+use crate::tls13_record::{Decrypter, Encrypter, RecordAead, TAG_LEN};
 
 /// The AEAD algorithms the host may provide (the `alg` of the imports).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -222,7 +220,7 @@ impl Tls13AeadAlgorithm for HostAead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         if enabled(self.alg) {
             if let Some(key) = HostKey::new(self.alg, key.as_ref()) {
-                return Box::new(Encrypter { key, iv });
+                return Box::new(Encrypter { aead: key, iv });
             }
         }
         self.fallback.encrypter(key, iv)
@@ -231,7 +229,7 @@ impl Tls13AeadAlgorithm for HostAead {
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         if enabled(self.alg) {
             if let Some(key) = HostKey::new(self.alg, key.as_ref()) {
-                return Box::new(Decrypter { key, iv });
+                return Box::new(Decrypter { aead: key, iv });
             }
         }
         self.fallback.decrypter(key, iv)
@@ -254,66 +252,18 @@ impl Tls13AeadAlgorithm for HostAead {
     }
 }
 
-struct Encrypter {
-    key: HostKey,
-    iv: Iv,
-}
-
-struct Decrypter {
-    key: HostKey,
-    iv: Iv,
-}
-
-impl MessageEncrypter for Encrypter {
-    fn encrypt(
-        &mut self,
-        msg: OutboundPlainMessage<'_>,
-        seq: u64,
-    ) -> Result<OutboundOpaqueMessage, Error> {
-        let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(total_len);
-        payload.extend_from_chunks(&msg.payload);
-        payload.extend_from_slice(&msg.typ.to_array());
-        let tag = self
-            .key
-            .seal(&nonce, &aad, payload.as_mut())
-            .map_err(|_| Error::EncryptError)?;
-        payload.extend_from_slice(&tag);
-        Ok(OutboundOpaqueMessage::new(
-            ContentType::ApplicationData,
-            // TLS 1.3 records carry TLSv1_2 as the legacy version (RFC 8446 §5.1).
-            ProtocolVersion::TLSv1_2,
-            payload,
-        ))
+impl RecordAead for HostKey {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
+        HostKey::seal(self, nonce, aad, data)
     }
-
-    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
-        payload_len + 1 + TAG_LEN
-    }
-}
-
-impl MessageDecrypter for Decrypter {
-    fn decrypt<'a>(
-        &mut self,
-        mut msg: InboundOpaqueMessage<'a>,
-        seq: u64,
-    ) -> Result<InboundPlainMessage<'a>, Error> {
-        let payload = &mut msg.payload;
-        if payload.len() < TAG_LEN {
-            return Err(Error::DecryptError);
-        }
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(payload.len());
-        let plain_len = payload.len() - TAG_LEN;
-        let (data, tag) = payload.split_at_mut(plain_len);
-        let tag: &[u8; 16] = (&*tag).try_into().map_err(|_| Error::DecryptError)?;
-        self.key
-            .open(&nonce, &aad, data, tag)
-            .map_err(|_| Error::DecryptError)?;
-        payload.truncate(plain_len);
-        msg.into_tls13_unpadded_message()
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), ()> {
+        HostKey::open(self, nonce, aad, data, tag)
     }
 }
 

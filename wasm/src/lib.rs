@@ -27,6 +27,7 @@ mod host_aead;
 mod keylog;
 mod options;
 mod pq;
+mod tls13_record;
 mod verify_cache;
 
 use std::cell::RefCell;
