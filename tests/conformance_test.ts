@@ -819,6 +819,19 @@ const RULES: [string, Rule][] = [
       await finish(f);
     },
   ],
+  [
+    "rule 5: cancelling readable during a pending pull loses no byte",
+    async (f) => {
+      const reader = f.readable.getReader();
+      const pulling = reader.read(); // nothing to read yet: the pull waits
+      assert.ok(await isPending(pulling), "a pull with nothing to read waits");
+      await reader.cancel();
+      assert.ok((await pulling).done, "the cancelled read is done");
+      await f.write(encoder.encode("after"));
+      assert.equal(decoder.decode(await readExactly(f, 5)), "after");
+      await finish(f);
+    },
+  ],
   ["rule 5: writable.close() is closeWrite()", async (f, tr) => {
     const writer = f.writable.getWriter();
     await writer.write(encoder.encode("xyz"));
