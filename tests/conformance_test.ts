@@ -504,9 +504,9 @@ const TRANSPORTS: Transport[] = [
     },
   },
   {
-    // Dante passes the target's reset on as a FIN (the read resolves null):
-    // no reset reaches the SOCKS client, so rule 6 has no case here (as for
-    // the tunnel).
+    // Dante does not pass a target's reset on (the pending read resolves
+    // instead of rejecting): no reset reaches the SOCKS client, so rule 6
+    // has no case here (as for the tunnel).
     name: "socks (Dante to Deno's TCP echo server)",
     halfClose: true,
     addrs: true,
