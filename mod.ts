@@ -8,8 +8,12 @@
  * socket, an in-memory pipe, TLS, or TLS inside TLS.
  *
  * This core uses no `Deno.*` API; transports live in their own entry points
- * (`./tcp`, `./tls`, `./pipe`, `./process`, `./websocket`, `./tunnel`), with
- * `./serve` for the accept side and `./uri` to turn a URL into a context.
+ * (`./tcp`, `./tls`, `./pipe`, `./process`, `./websocket`, `./tunnel`,
+ * `./socks`), with `./serve` for the accept side, `./uri` to turn a URL into
+ * a context, `./node` for the Node ecosystem's streams and HTTP stacks, and
+ * `./testing` for a test PKI (a CA, a `localhost` server certificate and a
+ * client certificate as PEM strings: for tests and examples only, their
+ * private keys are public).
  *
  * @example Resolve a context made of values and fold functions
  * ```ts

@@ -140,9 +140,51 @@ export interface Client {
   describe(): Promise<string>;
 }
 
-/** The three client implementations. */
-export type Way = "ours" | "native" | "node";
+/**
+ * The client implementations: ours (with variants), Deno's native TLS and
+ * node:tls over a Duplex. Our variants:
+ *
+ * - `ours`: the defaults (host AEAD where it passed its self-test, the
+ *   default suite order: ChaCha20-Poly1305 first on Deno);
+ * - `ours-wasm`: the engine's own ciphers only (the fallback of browsers);
+ * - `ours-aes128`, `ours-aes256`: TLS_AES_128_GCM_SHA256 or
+ *   TLS_AES_256_GCM_SHA384 only (what a server that picks AES-GCM gets);
+ *   `-wasm` for the same on the engine's own ciphers;
+ * - `ours-x25519`: key exchange x25519 only (no post-quantum hybrid);
+ * - `ours-resumed`: a resumed handshake (a ticket from an earlier
+ *   connection to the same server).
+ */
+export type Way =
+  | "ours"
+  | "ours-wasm"
+  | "ours-aes128"
+  | "ours-aes256"
+  | "ours-aes128-wasm"
+  | "ours-aes256-wasm"
+  | "ours-x25519"
+  | "ours-resumed"
+  | "native"
+  | "node";
 export const WAYS: readonly Way[] = ["ours", "native", "node"];
+
+/** startTls options of our variants (see {@linkcode Way}). */
+const OURS: Record<string, Record<string, unknown>> = {
+  "ours": {},
+  "ours-wasm": { _hostAead: false },
+  "ours-aes128": { cipherSuites: ["TLS_AES_128_GCM_SHA256"] },
+  "ours-aes256": { cipherSuites: ["TLS_AES_256_GCM_SHA384"] },
+  "ours-aes128-wasm": {
+    cipherSuites: ["TLS_AES_128_GCM_SHA256"],
+    _hostAead: false,
+  },
+  "ours-aes256-wasm": {
+    cipherSuites: ["TLS_AES_256_GCM_SHA384"],
+    _hostAead: false,
+  },
+  "ours-x25519": { keyExchangeGroups: ["x25519"] },
+  // A config of its own, so its session cache holds only its tickets.
+  "ours-resumed": { alpnProtocols: ["bench-resumed"] },
+};
 
 /** A Client over a Flow (ours, or a Deno.TlsConn). */
 function flowClient(
@@ -257,51 +299,60 @@ function nodeClient(socket: nodeTls.TLSSocket): Client {
 
 /** Connects a client of implementation `way` to the bench server at `port`. */
 export async function connectClient(way: Way, port: number): Promise<Client> {
-  switch (way) {
-    case "ours": {
-      const tcp = await Deno.connect({ hostname: HOST, port });
-      try {
-        const flow = await startTls(tcp, {
-          hostname: "localhost",
-          caCerts: [pems.ca],
-        });
-        return flowClient(flow, async () => {
-          const info = await flow.handshake();
-          return `${info.protocol} ${info.cipherSuite}`;
-        });
-      } catch (error) {
-        tcp.close();
-        throw error;
-      }
-    }
-    case "native": {
-      const conn = await Deno.connectTls({
-        hostname: "localhost",
-        port,
-        caCerts: [pems.ca],
-      });
-      // Deno.connectTls resolves before the handshake: complete it here.
-      await conn.handshake();
-      // Deno.TlsHandshakeInfo names neither version nor suite.
-      return flowClient(conn, () => Promise.resolve("(not reported by Deno)"));
-    }
-    case "node": {
-      const tcp = await Deno.connect({ hostname: HOST, port });
-      const socket = nodeTls.connect({
-        socket: duplexFromConn(tcp),
-        servername: "localhost",
-        ca: [pems.ca],
-      });
-      await new Promise<void>((resolve, reject) => {
-        socket.once("secureConnect", () => {
-          socket.off("error", reject);
-          resolve();
-        });
-        socket.once("error", reject);
-      });
-      return nodeClient(socket);
-    }
+  if (way === "native") {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [pems.ca],
+    });
+    // Deno.connectTls resolves before the handshake: complete it here.
+    await conn.handshake();
+    // Deno.TlsHandshakeInfo names neither version nor suite.
+    return flowClient(conn, () => Promise.resolve("(not reported by Deno)"));
   }
+  if (way === "node") {
+    const tcp = await Deno.connect({ hostname: HOST, port });
+    const socket = nodeTls.connect({
+      socket: duplexFromConn(tcp),
+      servername: "localhost",
+      ca: [pems.ca],
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => {
+        socket.off("error", reject);
+        resolve();
+      });
+      socket.once("error", reject);
+    });
+    return nodeClient(socket);
+  }
+  const tcp = await Deno.connect({ hostname: HOST, port });
+  try {
+    const flow = await startTls(tcp, {
+      hostname: "localhost",
+      caCerts: [pems.ca],
+      ...OURS[way],
+    });
+    return flowClient(flow, async () => {
+      const info = await flow.handshake();
+      return `${info.protocol} ${info.cipherSuite} ${info.keyExchangeGroup}${
+        info.resumed ? " resumed" : ""
+      }`;
+    });
+  } catch (error) {
+    tcp.close();
+    throw error;
+  }
+}
+
+/**
+ * Fills our session cache with tickets from the bench server: a connection
+ * that reads to the end (the tickets come after the handshake).
+ */
+export async function collectTickets(way: Way, port: number): Promise<void> {
+  const c = await connectClient(way, port);
+  await upload(c, 1);
+  c.close();
 }
 
 /** Client→server: "W", `bytes` in CHUNK writes, half-close, wait for "ok". */

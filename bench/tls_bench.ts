@@ -22,7 +22,7 @@ globalThis.addEventListener("unload", () => {
   void server.close();
 });
 
-const NAMES: Record<Way, string> = {
+const NAMES: Partial<Record<Way, string>> = {
   ours: "startTls over Deno.connect",
   native: "Deno.connectTls",
   node: "node:tls over a Duplex",

@@ -282,7 +282,7 @@ interface Exports {
   mimic_conn_write(handle: number, ptr: number, len: number): number;
   mimic_conn_close_notify(handle: number): void;
   mimic_status_ptr(): number;
-  mimic_status_flag(i: number): number;
+  mimic_abi(i: number): number;
   mimic_conn_info(handle: number): number;
   mimic_conn_export(
     handle: number,
@@ -305,33 +305,80 @@ interface Exports {
   mimic_acceptor_accept(handle: number, config: number): number;
 }
 
-/**
- * Status flags of the engine's status block (word 2), in the order of
- * `mimic_status_flag(i)`: the engine is checked against these at load.
- */
+// The constants shared with the engine. Their source of truth is
+// wasm/src/abi.rs: the engine's `mimic_abi(i)` returns them in the order of
+// `ENGINE_ABI` below, and `checkAbi` compares every one when the engine is
+// loaded (tests/engine_abi_test.ts compares the three).
+
+/** Status codes of the engine's exports (-1: TLS error, see `error`). */
+const ERR_TLS = -1;
+const ERR_OPTIONS = -2;
+const READ_CLOSED = -3;
+
+/** Status flags of the engine's status block (word 2). */
 const STATUS_HANDSHAKING = 1;
 const STATUS_PEER_CLOSED = 2;
 const STATUS_TRANSPORT_ENDED = 4;
 const STATUS_FAILED = 8;
 const STATUS_NOTIFIED = 16;
 const STATUS_WANTS_READ = 32;
-const STATUS_FLAGS = [
-  STATUS_HANDSHAKING,
-  STATUS_PEER_CLOSED,
-  STATUS_TRANSPORT_ENDED,
-  STATUS_FAILED,
-  STATUS_NOTIFIED,
-  STATUS_WANTS_READ,
+
+/** Option tags (encoding in wasm/src/options.rs). */
+const TAG_CA = 1;
+const TAG_ALPN = 2;
+const TAG_CERT = 3;
+const TAG_KEY = 4;
+const TAG_INSECURE = 5;
+const TAG_CLIENT_CA = 6;
+const TAG_TLS12_ONLY = 7;
+const TAG_CIPHER_SUITE = 8;
+const TAG_MIN_VERSION = 9;
+const TAG_MAX_VERSION = 10;
+const TAG_KX_GROUP = 11;
+const TAG_KEY_LOG = 12;
+const TAG_NO_RESUMPTION = 13;
+const TAG_ECH_CONFIG_LIST = 14;
+const TAG_CLIENT_AUTH_OPTIONAL = 16;
+
+/**
+ * Internal: every constant this binding shares with the engine, as
+ * `[name, value]` in the order of the engine's `mimic_abi(i)`
+ * (`TABLE` in wasm/src/abi.rs).
+ */
+export const ENGINE_ABI: readonly (readonly [string, number])[] = [
+  ["ERR_TLS", ERR_TLS],
+  ["ERR_OPTIONS", ERR_OPTIONS],
+  ["READ_CLOSED", READ_CLOSED],
+  ["STATUS_HANDSHAKING", STATUS_HANDSHAKING],
+  ["STATUS_PEER_CLOSED", STATUS_PEER_CLOSED],
+  ["STATUS_TRANSPORT_ENDED", STATUS_TRANSPORT_ENDED],
+  ["STATUS_FAILED", STATUS_FAILED],
+  ["STATUS_NOTIFIED", STATUS_NOTIFIED],
+  ["STATUS_WANTS_READ", STATUS_WANTS_READ],
+  ["TAG_CA", TAG_CA],
+  ["TAG_ALPN", TAG_ALPN],
+  ["TAG_CERT", TAG_CERT],
+  ["TAG_KEY", TAG_KEY],
+  ["TAG_INSECURE", TAG_INSECURE],
+  ["TAG_CLIENT_CA", TAG_CLIENT_CA],
+  ["TAG_TLS12_ONLY", TAG_TLS12_ONLY],
+  ["TAG_CIPHER_SUITE", TAG_CIPHER_SUITE],
+  ["TAG_MIN_VERSION", TAG_MIN_VERSION],
+  ["TAG_MAX_VERSION", TAG_MAX_VERSION],
+  ["TAG_KX_GROUP", TAG_KX_GROUP],
+  ["TAG_KEY_LOG", TAG_KEY_LOG],
+  ["TAG_NO_RESUMPTION", TAG_NO_RESUMPTION],
+  ["TAG_ECH_CONFIG_LIST", TAG_ECH_CONFIG_LIST],
+  ["TAG_CLIENT_AUTH_OPTIONAL", TAG_CLIENT_AUTH_OPTIONAL],
 ];
+
+/** What `mimic_abi(i)` returns past the end of its table (`i32::MIN`). */
+export const ENGINE_ABI_END = -0x80000000;
 
 /** Size of the per-instance scratch buffer used to pass bytes in and out. */
 const SCRATCH_SIZE = 128 * 1024;
 /** Config cache entries per instance (key: JSON of the options). */
 const CONFIG_CACHE_SIZE = 64;
-/** Status codes of the engine's exports (-1: TLS error, see `error`). */
-const ERR_OPTIONS = -2;
-const READ_CLOSED = -3;
-
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -518,18 +565,31 @@ const SUITES_13 = {
   chacha: "TLS_CHACHA20_POLY1305_SHA256",
 };
 
-/** Checks the engine's status flags against this binding's copies. */
-function checkAbi(x: Exports): void {
-  STATUS_FLAGS.forEach((flag, i) => {
-    if (x.mimic_status_flag(i) !== flag) {
-      throw new TlsError(
-        "EngineFailure",
-        `the TLS engine does not match its binding: status flag ${i} is ${
-          x.mimic_status_flag(i)
-        }, expected ${flag}`,
-      );
+/**
+ * Internal: checks every constant of `ENGINE_ABI` against the engine's
+ * `mimic_abi(i)`, and that the engine has no more; an `EngineFailure`
+ * TlsError names the first that differs.
+ */
+export function checkAbi(x: { mimic_abi(i: number): number }): void {
+  const mismatch = (what: string): TlsError =>
+    new TlsError(
+      "EngineFailure",
+      `the TLS engine does not match its binding: ${what}`,
+    );
+  ENGINE_ABI.forEach(([name, value], i) => {
+    const got = x.mimic_abi(i);
+    if (got === ENGINE_ABI_END) {
+      throw mismatch(`it has no ${name} (ABI entry ${i})`);
+    }
+    if (got !== value) {
+      throw mismatch(`${name} (ABI entry ${i}) is ${got}, expected ${value}`);
     }
   });
+  if (x.mimic_abi(ENGINE_ABI.length) !== ENGINE_ABI_END) {
+    throw mismatch(
+      `it has more than the ${ENGINE_ABI.length} ABI entries this binding knows`,
+    );
+  }
 }
 
 /**
@@ -677,21 +737,6 @@ async function getEngine(mode: EngineMode): Promise<Engine> {
 // Options
 // ---------------------------------------------------------------------------
 
-const TAG_CA = 1;
-const TAG_ALPN = 2;
-const TAG_CERT = 3;
-const TAG_KEY = 4;
-const TAG_INSECURE = 5;
-const TAG_CLIENT_CA = 6;
-const TAG_TLS12_ONLY = 7;
-const TAG_CIPHER_SUITE = 8;
-const TAG_MIN_VERSION = 9;
-const TAG_MAX_VERSION = 10;
-const TAG_KX_GROUP = 11;
-const TAG_KEY_LOG = 12;
-const TAG_NO_RESUMPTION = 13;
-const TAG_ECH_CONFIG_LIST = 14;
-
 /**
  * The cipher suites of the engine (IANA names), in its default order of
  * preference (ChaCha20-Poly1305 first: fastest in wasm). Must match
@@ -736,7 +781,6 @@ const RESERVED_LABELS = new Set([
   "extended master secret",
   "key expansion",
 ]);
-const TAG_CLIENT_AUTH_OPTIONAL = 16;
 
 class OptionsWriter {
   #parts: Uint8Array[] = [];

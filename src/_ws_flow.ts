@@ -265,10 +265,11 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
     p: Uint8Array;
     ok: (n: number | null) => void;
     ko: (e: unknown) => void;
+    /** A read of `readable`'s: cancelling it resolves 0 (nothing taken). */
+    stream?: boolean;
   }[] = [];
   /** How reading ended: `"eof"` (null), or an error every later read repeats. */
   #readEnd: "eof" | { error: unknown } | null = null;
-  #readCancelled = false;
   #resume: (() => void) | null = null;
   /** Frames to the inner flow, in order. */
   #sending: Promise<void> = Promise.resolve();
@@ -343,8 +344,7 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
       if (leftover.length > 0) this.#handle(this.#decoder.feed(leftover));
       while (!this.#closed && this.#peerClose === null) {
         if (
-          this.#queued >= READ_HIGH_WATER && !this.#readCancelled &&
-          !this.#draining
+          this.#queued >= READ_HIGH_WATER && !this.#draining
         ) {
           await new Promise<void>((ok) => this.#resume = ok);
           continue;
@@ -376,7 +376,7 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
     for (const event of events) {
       switch (event.type) {
         case "message":
-          if (!this.#readCancelled && event.data.length > 0) {
+          if (event.data.length > 0) {
             this.#queue.push(event.data);
             this.#queued += event.data.length;
           }
@@ -471,7 +471,6 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
       if (this.#queued < READ_HIGH_WATER) this.#wake();
       return n;
     }
-    if (this.#readCancelled) return null;
     const end = this.#readEnd;
     if (end === "eof") return null;
     if (end !== null) return end;
@@ -491,6 +490,10 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
    * @returns The count read, or `null` once the peer closed.
    */
   read(p: Uint8Array): Promise<number | null> {
+    return this.#read(p, false);
+  }
+
+  #read(p: Uint8Array, stream: boolean): Promise<number | null> {
     if (this.#closed) {
       return Promise.reject(
         this.#error(errors.BadResource, "read from", "the flow is closed"),
@@ -504,7 +507,7 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
       }
       if (got !== undefined) return Promise.resolve(got);
     }
-    return new Promise((ok, ko) => this.#waiters.push({ p, ok, ko }));
+    return new Promise((ok, ko) => this.#waiters.push({ p, ok, ko, stream }));
   }
 
   // --- Writing --------------------------------------------------------------
@@ -626,18 +629,30 @@ export class WebSocketOverFlow implements Flow, AsyncDisposable, Disposable {
     closeQuietly(this.inner);
   }
 
-  /** The bytes read, as a stream. */
+  /**
+   * The bytes read, as a stream sharing `read`'s position: cancelling it
+   * only ends the stream (a later `read` gets the next bytes, even those a
+   * cancelled pull had taken).
+   */
   get readable(): ReadableStream<Uint8Array> {
     return this.#readable ??= readableFromFlow(
-      (p) => this.read(p),
+      (p) => this.#read(p, true),
       () => {
-        this.#readCancelled = true;
-        this.#queue = [];
-        this.#queued = 0;
-        this.#wake();
+        // The stream's pending read gives up its place, taking nothing.
+        const i = this.#waiters.findIndex((w) => w.stream);
+        if (i >= 0) this.#waiters.splice(i, 1)[0].ok(0);
         this.#serve();
       },
+      { unread: (bytes) => this.#unshift(bytes) },
     );
+  }
+
+  /** Puts bytes a cancelled pull had taken back in front of the queue. */
+  #unshift(bytes: Uint8Array): void {
+    if (this.#closed || bytes.length === 0) return;
+    this.#queue.unshift(bytes.slice());
+    this.#queued += bytes.length;
+    this.#serve();
   }
 
   /** The bytes to write, as a stream: closing it is `closeWrite()`, aborting it `close()`. */

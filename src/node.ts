@@ -458,6 +458,8 @@ interface PendingRead {
   p: Uint8Array;
   ok: (n: number | null) => void;
   ko: (error: Error) => void;
+  /** A read of `readable`'s: cancelling the stream resolves it 0. */
+  stream?: boolean;
 }
 
 interface Pending {
@@ -612,12 +614,30 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
    * @returns The count read, or `null`.
    */
   read(p: Uint8Array): Promise<number | null> {
+    return this.#read(p, false);
+  }
+
+  #read(p: Uint8Array, stream: boolean): Promise<number | null> {
     if (this.#closed) return this.#badResource("read from");
     if (p.length === 0) return Promise.resolve(0);
     return new Promise((ok, ko) => {
-      this.#reads.push({ p, ok, ko });
+      this.#reads.push({ p, ok, ko, stream });
       this.#pump();
     });
+  }
+
+  /** Puts bytes a cancelled pull had taken back in front. */
+  #unshift(bytes: Uint8Array): void {
+    if (this.#closed || bytes.length === 0) return;
+    const rest = this.#leftover;
+    if (rest === undefined) this.#leftover = bytes.slice();
+    else {
+      const all = new Uint8Array(bytes.length + rest.length);
+      all.set(bytes);
+      all.set(rest, bytes.length);
+      this.#leftover = all;
+    }
+    this.#pump();
   }
 
   /**
@@ -697,9 +717,21 @@ export class DuplexFlow implements Flow, AsyncDisposable, Disposable {
     this.#duplex.destroy();
   }
 
-  /** The bytes read, as a stream (the same position as `read`). */
+  /**
+   * The bytes read, as a stream (the same position as `read`): cancelling
+   * it only ends the stream; its pending read gives up its place, and bytes
+   * a cancelled pull had taken go back in front.
+   */
   get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFromFlow((p) => this.read(p), () => {});
+    return this.#readable ??= readableFromFlow(
+      (p) => this.#read(p, true),
+      () => {
+        const i = this.#reads.findIndex((r) => r.stream);
+        if (i >= 0) this.#reads.splice(i, 1)[0].ok(0);
+        this.#pump();
+      },
+      { unread: (bytes) => this.#unshift(bytes) },
+    );
   }
 
   /** The bytes to write; closing it is `closeWrite()`, aborting it `close()`. */

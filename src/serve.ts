@@ -86,13 +86,12 @@ export type ServeHandler = (
  * @example Options with TLS, an upgrade and an error reporter
  * ```ts
  * import type { ServeOptions } from "@mimic/mimic/serve";
+ * import { testPki } from "@mimic/mimic/testing";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * const controller = new AbortController();
  * const options: ServeOptions = {
  *   signal: controller.signal,
- *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
+ *   tls: testPki.server,
  *   // Runs on the TLS flow, once the handshake is complete.
  *   upgrade: (flow) => Promise.resolve(flow),
  *   // A client that has not finished its TLS handshake in 5 s is dropped.
@@ -257,21 +256,20 @@ export interface Server extends AsyncDisposable {
  * @example TLS on a TCP listener, for Deno's own TLS client
  * ```ts
  * import { serve } from "@mimic/mimic/serve";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * await using _server = serve(listener, async (flow) => {
  *   await flow.write(new TextEncoder().encode("hello over TLS"));
  *   await flow.closeWrite(); // close_notify
  * }, {
- *   tls: { cert: await pem("localhost.pem"), key: await pem("localhost.key") },
+ *   tls: testPki.server,
  * });
  * const conn = await Deno.connectTls({
  *   hostname: "localhost",
  *   port: listener.addr.port,
- *   caCerts: [await pem("ca.pem")],
+ *   caCerts: [testPki.ca],
  * });
  * assert.equal(await new Response(conn.readable).text(), "hello over TLS");
  * ```

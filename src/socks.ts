@@ -234,6 +234,10 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
   readonly writable: WritableStream<Uint8Array>;
 
   #closed = false;
+  /** Bytes a cancelled pull of `readable` had read: the next read's. */
+  #unread: Uint8Array | undefined;
+  /** The read of `readable` in flight: later reads follow it. */
+  #pull: Promise<void> | undefined;
 
   /**
    * Wraps an established connection. Prefer {@linkcode connectSocks}.
@@ -246,7 +250,11 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
     this.inner = inner;
     this.target = target;
     this.bound = bound;
-    this.readable = readableFromFlow((p) => this.read(p), () => {});
+    // Cancelling the stream only ends it: a pull in flight still reads, and
+    // what it gets goes back in front of the next read.
+    this.readable = readableFromFlow((p) => this.#streamRead(p), () => {}, {
+      unread: (bytes) => this.#unshift(bytes),
+    });
     this.writable = writableFromFlow(
       (p) => this.write(p),
       () => this.closeWrite(),
@@ -280,7 +288,38 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
    */
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) return Promise.reject(this.#closedError("read from"));
+    const pull = this.#pull;
+    if (pull !== undefined) return pull.then(() => this.read(p));
+    const unread = this.#unread;
+    if (unread !== undefined && p.length > 0) {
+      const n = Math.min(p.length, unread.length);
+      p.set(unread.subarray(0, n));
+      this.#unread = n === unread.length ? undefined : unread.subarray(n);
+      return Promise.resolve(n);
+    }
     return this.inner.read(p);
+  }
+
+  #streamRead(p: Uint8Array): Promise<number | null> {
+    const op = this.read(p);
+    const pull = op.then(() => {}, () => {});
+    this.#pull = pull;
+    pull.then(() => {
+      if (this.#pull === pull) this.#pull = undefined;
+    });
+    return op;
+  }
+
+  #unshift(bytes: Uint8Array): void {
+    if (this.#closed || bytes.length === 0) return;
+    const rest = this.#unread;
+    if (rest === undefined) this.#unread = bytes.slice();
+    else {
+      const all = new Uint8Array(bytes.length + rest.length);
+      all.set(bytes);
+      all.set(rest, bytes.length);
+      this.#unread = all;
+    }
   }
 
   /**

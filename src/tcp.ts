@@ -2,6 +2,13 @@
  * The `tcp` and `unix` protocols over {@linkcode Deno.connect}, and Happy
  * Eyeballs (RFC 8305) for host names.
  *
+ * Deno first, but not Deno only: where `Deno.connect` does not exist (Node,
+ * Bun) the same protocols connect through `node:net` and look names up
+ * through `node:dns` (loaded on first use), and return the same
+ * {@linkcode TcpFlow} / {@linkcode UnixFlow}; so `fromUri("https://...")`
+ * contexts resolve there too. Importing this module references no `Deno`
+ * global; in a browser, a connect rejects with a `TypeError`.
+ *
  * Add a {@linkcode TcpEndpoint} for {@linkcode tcp.endpoint} (or a
  * {@linkcode UnixEndpoint} for {@linkcode unix.endpoint}) to a context, and
  * {@linkcode resolve} connects it. The flow is a {@linkcode TcpFlow} (or
@@ -33,6 +40,7 @@ import { type Addr, SourceFlow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { neverAborts } from "./resolve.ts";
 import { errors } from "./errors.ts";
+import { connectNet, lookupNet } from "./_net_conn.ts";
 import {
   abortable,
   authority,
@@ -50,7 +58,8 @@ export type { Protocol } from "./protocol.ts";
 
 /**
  * Looks up the addresses of a host name for one record type; the default is
- * {@linkcode Deno.resolveDns} (with `localhost` answered locally).
+ * {@linkcode Deno.resolveDns} (with `localhost` answered locally; off Deno,
+ * `node:dns`'s `lookup`).
  *
  * @param hostname The name to look up.
  * @param recordType `"AAAA"` for IPv6, `"A"` for IPv4.
@@ -76,7 +85,7 @@ export interface TcpEndpoint {
    * @default {250}
    */
   attemptDelay?: number;
-  /** The resolver for host names; the default is {@linkcode Deno.resolveDns}. */
+  /** The resolver for host names; the default is {@linkcode Deno.resolveDns} (off Deno, `node:dns`). */
   lookup?: Lookup;
   /**
    * TCP no-delay (Nagle's algorithm off). Turn it off for bulk transfers
@@ -137,9 +146,9 @@ export interface HappyEyeballsOptions {
   /** Called at every attempt's start, win, failure and cancellation. */
   onAttempt?: (event: AttemptEvent) => void;
   /**
-   * Connects to one address; the default is {@linkcode Deno.connect}. Meant
-   * for testing (simulating slow or failing addresses); the signal is
-   * aborted when the attempt loses.
+   * Connects to one address; the default is {@linkcode Deno.connect} (off
+   * Deno, `node:net`). Meant for testing (simulating slow or failing
+   * addresses); the signal is aborted when the attempt loses.
    */
   connect?: (
     options: { hostname: string; port: number; signal: AbortSignal },
@@ -199,22 +208,33 @@ function isLocalhost(hostname: string): boolean {
   return h === "localhost" || h.endsWith(".localhost");
 }
 
+/**
+ * Whether `Deno.connect` exists: elsewhere (Node, Bun) connections and
+ * lookups go through `node:net` and `node:dns`, loaded on first use.
+ */
+const onDeno = typeof (globalThis as { Deno?: { connect?: unknown } }).Deno
+  ?.connect === "function";
+
 const defaultLookup: Lookup = async (hostname, recordType, signal) => {
   if (isLocalhost(hostname)) {
     return recordType === "AAAA" ? ["::1"] : ["127.0.0.1"];
   }
+  if (!onDeno) return await lookupNet(hostname, recordType);
   return await Deno.resolveDns(hostname, recordType, { signal });
 };
 
 const defaultConnect = (
   options: { hostname: string; port: number; signal: AbortSignal },
 ): Promise<Deno.TcpConn> =>
-  // A signal that can never abort is not worth Deno's cancel handle.
-  Deno.connect(
-    options.signal === never || neverAborts(options.signal)
-      ? { hostname: options.hostname, port: options.port }
-      : options,
-  );
+  !onDeno
+    // A Deno.TcpConn's shape over a net.Socket.
+    ? connectNet(options) as unknown as Promise<Deno.TcpConn>
+    // A signal that can never abort is not worth Deno's cancel handle.
+    : Deno.connect(
+      options.signal === never || neverAborts(options.signal)
+        ? { hostname: options.hostname, port: options.port }
+        : options,
+    );
 
 /**
  * The package's flow over a `Deno.Conn` (Flow contract): the conn's own
@@ -817,7 +837,9 @@ export const unix: Protocol<UnixEndpoint, UnixFlow> = register(
     signal.throwIfAborted();
     // Deno.connect takes no signal for Unix sockets: race it, and close a
     // connection that comes after the abort.
-    const pending = Deno.connect({ transport: "unix", path });
+    const pending = onDeno
+      ? Deno.connect({ transport: "unix", path })
+      : connectNet({ path, signal }) as unknown as Promise<Deno.UnixConn>;
     let conn: Deno.UnixConn;
     try {
       conn = await (neverAborts(signal) ? pending : abortable(pending, signal));

@@ -31,13 +31,11 @@
  * ```ts
  * import { acceptTls, startTls } from "@mimic/mimic/tls";
  * import { pipe } from "@mimic/mimic/pipe";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
- * const ca = await pem("ca.pem");
- * const cert = await pem("localhost.pem");
- * const key = await pem("localhost.key");
+ * const ca = testPki.ca;
+ * const { cert, key } = testPki.server;
  * const [a, b] = pipe();
  * const [client, server] = await Promise.all([
  *   startTls(a, { hostname: "localhost", caCerts: [ca] }),
@@ -97,22 +95,21 @@ export type TlsVersion = "TLSv1.2" | "TLSv1.3";
  * ```ts
  * import { acceptTls, startTls } from "@mimic/mimic/tls";
  * import { pipe } from "@mimic/mimic/pipe";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * const [a, b] = pipe();
  * const lines: string[] = [];
  * const [client, server] = await Promise.all([
  *   startTls(a, {
  *     hostname: "localhost",
- *     caCerts: [await pem("ca.pem")],
+ *     caCerts: [testPki.ca],
  *     minVersion: "TLSv1.3",
  *     cipherSuites: ["TLS_AES_256_GCM_SHA384"],
  *     keyExchangeGroups: ["X25519MLKEM768"],
  *     keyLog: (line) => lines.push(line), // e.g. append to $SSLKEYLOGFILE
  *   }),
- *   acceptTls(b, { cert: await pem("localhost.pem"), key: await pem("localhost.key") }),
+ *   acceptTls(b, testPki.server),
  * ]);
  * const info = await client.handshake();
  * assert.equal(info.cipherSuite, "TLS_AES_256_GCM_SHA384");
@@ -233,22 +230,24 @@ export interface TlsServerOptions extends TlsCommonOptions {
  * server, several names (certificates by SNI), or ALPN-dependent options.
  * Given to {@linkcode acceptTls} or as `serve`'s `tls`.
  *
- * @example Certificates by name, with a default
+ * @example Certificates by name; other names refused
  * ```ts
- * import type { TlsServerOptionsFunction } from "@mimic/mimic/tls";
+ * import type {
+ *   TlsServerOptions,
+ *   TlsServerOptionsFunction,
+ * } from "@mimic/mimic/tls";
+ * import { testPki } from "@mimic/mimic/testing";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
- * const fallback = {
- *   cert: await pem("localhost.pem"),
- *   key: await pem("localhost.key"),
+ * const byName = new Map<string, TlsServerOptions>([
+ *   ["localhost", testPki.server],
+ * ]);
+ * const choose: TlsServerOptionsFunction = (hello) => {
+ *   const options = byName.get(hello.serverName ?? "");
+ *   if (options === undefined) {
+ *     throw new Error(`No certificate for ${hello.serverName}`);
+ *   }
+ *   return options;
  * };
- * const byName = new Map([["wrong.example", {
- *   cert: await pem("wrongname.pem"),
- *   key: await pem("wrongname.key"),
- * }]]);
- * const choose: TlsServerOptionsFunction = (hello) =>
- *   byName.get(hello.serverName ?? "") ?? fallback;
  * ```
  */
 export type TlsServerOptionsFunction = (
@@ -295,33 +294,38 @@ export interface TlsHandshakeInfo {
  * A TLS connection over a {@linkcode Flow}, made by {@linkcode startTls},
  * {@linkcode acceptTls} or the {@linkcode tls} protocol.
  *
- * - `read(p)` decrypts straight into `p`; `null` after the peer's
- *   close_notify; rejects with `TlsError` `"UnexpectedEof"` when the
- *   transport ends without one, and with the engine's `TlsError` for a bad
- *   record or an alert from the peer (`"AlertReceived"`, with `alert`).
- * - `write(p)` resolves to `p.length` once `p` is encrypted and accepted by
- *   the underlying flow; concurrent writes go out in call order.
- * - `closeWrite()` sends close_notify, then half-closes the underlying flow.
- * - `close()` is idempotent: it sends close_notify when it can without
- *   waiting (best effort), then closes the underlying flow. Afterwards
- *   `read` and `write` reject with `Deno.errors.BadResource`, and so do
- *   those pending.
- * - `readable`/`writable` are made on first use: closing `writable` is
- *   `closeWrite()`, aborting it is `close()`; cancelling `readable` makes
- *   further reads end (`null`) but leaves the write side open.
+ * It keeps the Flow contract (rules 1-9 of the package's `Flow`):
+ *
+ * - `read(p)`: 1..`p.length` plaintext bytes; `null` after the peer's
+ *   close_notify, on every later read too; rejects with `TlsError`
+ *   `"UnexpectedEof"` when the transport ends without one, and with the
+ *   engine's `TlsError` for a bad record or an alert from the peer
+ *   (`"AlertReceived"`, with `alert`): the same error on every later call.
+ *   A transport failure (e.g. `ConnectionReset`) is passed on as it is.
+ * - `write(p)` resolves to `p.length` once `p` is encrypted and handed to
+ *   the underlying flow; concurrent writes go out in call order. One
+ *   ordered writer sends every TLS byte (records, alerts, close_notify).
+ * - `closeWrite()` sends close_notify, then half-closes the underlying
+ *   flow; idempotent; a later `write` rejects with `BrokenPipe`.
+ * - `close()` is idempotent: it sends close_notify after what is queued
+ *   (best effort), then closes the underlying flow. Reads and writes
+ *   pending at that moment reject with `Interrupted`; later calls with
+ *   `BadResource` (the package's `errors`, Deno's classes on Deno).
+ * - `readable`/`writable` are made on first use and share `read`'s and
+ *   `write`'s position: closing `writable` is `closeWrite()`, aborting it
+ *   is `close()`; cancelling `readable` ends the stream only.
+ * - `localAddr`/`remoteAddr` are the underlying flow's, when it has them.
  *
  * @example Read to the end over TLS, from Deno's own TLS server
  * ```ts
  * import { startTls, type TlsFlow } from "@mimic/mimic/tls";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * using listener = Deno.listenTls({
  *   hostname: "127.0.0.1",
  *   port: 0,
- *   cert: await pem("localhost.pem"),
- *   key: await pem("localhost.key"),
+ *   ...testPki.server,
  * });
  * const served = listener.accept().then(async (conn) => {
  *   await conn.write(new TextEncoder().encode("hello"));
@@ -335,7 +339,7 @@ export interface TlsHandshakeInfo {
  * });
  * await using flow: TlsFlow = await startTls(conn, {
  *   hostname: "localhost",
- *   caCerts: [await pem("ca.pem")],
+ *   caCerts: [testPki.ca],
  * });
  * assert.equal((await flow.handshake()).protocol, "TLSv1.3");
  * assert.equal(await new Response(flow.readable).text(), "hello");
@@ -361,14 +365,13 @@ export interface TlsFlow extends Flow, AsyncDisposable {
    * ```ts
    * import { acceptTls, startTls } from "@mimic/mimic/tls";
    * import { pipe } from "@mimic/mimic/pipe";
+   * import { testPki } from "@mimic/mimic/testing";
    * import assert from "node:assert/strict";
    *
-   * const pem = (name: string) =>
-   *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
    * const [a, b] = pipe();
    * const [client, server] = await Promise.all([
-   *   startTls(a, { hostname: "localhost", caCerts: [await pem("ca.pem")] }),
-   *   acceptTls(b, { cert: await pem("localhost.pem"), key: await pem("localhost.key") }),
+   *   startTls(a, { hostname: "localhost", caCerts: [testPki.ca] }),
+   *   acceptTls(b, testPki.server),
    * ]);
    * const label = "EXPORTER-Channel-Binding";
    * const ours = client.exportKeyingMaterial(32, label);
@@ -510,7 +513,8 @@ class TlsConn implements TlsFlow {
   #writing: Promise<unknown> = Promise.resolve();
   /** The inner flow's read failure, repeated by every later read. */
   #transportError: { error: unknown } | undefined;
-  #readCancelled = false;
+  /** Bytes a cancelled readable had read and not delivered: read first. */
+  #unread: Uint8Array = EMPTY;
   #writeClosed = false;
   #closeWrite: Promise<void> | undefined;
   #closed = false;
@@ -666,8 +670,15 @@ class TlsConn implements TlsFlow {
 
   async #read(p: Uint8Array): Promise<number | null> {
     for (;;) {
-      if (this.#closed) throw this.#interruptedError();
-      if (this.#readCancelled) return null;
+      if (this.#closed) throw this.#interruptedError("read from");
+      if (this.#unread.length > 0) {
+        const n = Math.min(p.length, this.#unread.length);
+        p.set(this.#unread.subarray(0, n));
+        this.#unread = n === this.#unread.length
+          ? EMPTY
+          : this.#unread.subarray(n);
+        return n;
+      }
       const n = this.#session.read(p);
       if (n !== 0) return n;
       await this.#receive();
@@ -762,15 +773,21 @@ class TlsConn implements TlsFlow {
     return task;
   }
 
-  #interruptedError(): Error {
-    return new errors.Interrupted("The TLS flow was closed");
+  #interruptedError(op: "read from" | "write to" = "write to"): Error {
+    return new errors.Interrupted(
+      `Cannot ${op} TLS flow: it was closed meanwhile`,
+    );
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#writeClosed = true;
-    this.#interrupt(this.#interruptedError());
+    this.#interrupt(
+      new errors.Interrupted(
+        "Cannot complete the operation on the TLS flow: it was closed meanwhile",
+      ),
+    );
     const wasIdle = this.#writer.idle;
     try {
       const status = this.#session.status;
@@ -822,10 +839,18 @@ class TlsConn implements TlsFlow {
   }
 
   get readable(): ReadableStream<Uint8Array> {
+    // Cancelling it ends the stream only: the flow reads on, from where
+    // the stream stopped.
     return this.#readable ??= readableFromFlow(
       (p) => this.read(p),
-      () => {
-        this.#readCancelled = true;
+      () => {},
+      {
+        unread: (bytes) => {
+          const all = new Uint8Array(bytes.length + this.#unread.length);
+          all.set(bytes);
+          all.set(this.#unread, bytes.length);
+          this.#unread = all;
+        },
       },
     );
   }
@@ -859,15 +884,13 @@ class TlsConn implements TlsFlow {
  * @example TLS over a TCP connection, with ALPN and a timeout
  * ```ts
  * import { startTls } from "@mimic/mimic/tls";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * using listener = Deno.listenTls({
  *   hostname: "127.0.0.1",
  *   port: 0,
- *   cert: await pem("localhost.pem"),
- *   key: await pem("localhost.key"),
+ *   ...testPki.server,
  *   alpnProtocols: ["http/1.1"],
  * });
  * const served = listener.accept().then(async (conn) => {
@@ -882,7 +905,7 @@ class TlsConn implements TlsFlow {
  * try {
  *   await using flow = await startTls(conn, {
  *     hostname: "localhost",
- *     caCerts: [await pem("ca.pem")],
+ *     caCerts: [testPki.ca],
  *     alpnProtocols: ["h2", "http/1.1"],
  *     signal: AbortSignal.timeout(5000),
  *   });
@@ -927,17 +950,16 @@ export async function startTls(
  * @example Accept TLS on a TCP listener, for Deno's own TLS client
  * ```ts
  * import { acceptTls } from "@mimic/mimic/tls";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
- * const cert = await pem("localhost.pem");
- * const key = await pem("localhost.key");
+ * const cert = testPki.server.cert;
+ * const key = testPki.server.key;
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = Deno.connectTls({
  *   hostname: "127.0.0.1",
  *   port: listener.addr.port,
- *   caCerts: [await pem("ca.pem")],
+ *   caCerts: [testPki.ca],
  * }).then(async (conn) => {
  *   const text = await new Response(conn.readable).text();
  *   return text;
@@ -953,40 +975,54 @@ export async function startTls(
  * assert.equal(await client, "hello\n");
  * ```
  *
- * @example One server, two names: certificates chosen by SNI
+ * @example Certificates chosen by SNI; an unknown name is refused
  * ```ts
- * import { acceptTls, type ClientHelloInfo, startTls } from "@mimic/mimic/tls";
+ * import {
+ *   acceptTls,
+ *   type ClientHelloInfo,
+ *   startTls,
+ *   TlsError,
+ *   type TlsServerOptions,
+ * } from "@mimic/mimic/tls";
  * import { pipe } from "@mimic/mimic/pipe";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
- * const certs: Record<string, { cert: string; key: string }> = {
- *   "localhost": {
- *     cert: await pem("localhost.pem"),
- *     key: await pem("localhost.key"),
- *   },
- *   "wrong.example": {
- *     cert: await pem("wrongname.pem"),
- *     key: await pem("wrongname.key"),
- *   },
- * };
+ * const sites = new Map<string, TlsServerOptions>([
+ *   ["localhost", testPki.server],
+ * ]);
  * const seen: ClientHelloInfo[] = [];
+ * const choose = (hello: ClientHelloInfo): TlsServerOptions => {
+ *   seen.push(hello);
+ *   const site = sites.get(hello.serverName ?? "");
+ *   if (site === undefined) throw new Error(`No site ${hello.serverName}`);
+ *   return site;
+ * };
+ *
  * const [a, b] = pipe();
  * const [client, server] = await Promise.all([
- *   startTls(a, { hostname: "wrong.example", caCerts: [await pem("ca.pem")] }),
- *   acceptTls(b, (hello) => {
- *     seen.push(hello);
- *     return certs[hello.serverName ?? "localhost"] ?? certs.localhost;
- *   }),
+ *   startTls(a, { hostname: "localhost", caCerts: [testPki.ca] }),
+ *   acceptTls(b, choose),
  * ]);
- * assert.equal(seen[0].serverName, "wrong.example");
+ * assert.equal(seen[0].serverName, "localhost");
  * assert.equal(
  *   (await client.handshake()).peerCertificate?.subject,
- *   "CN=wrong.example",
+ *   "CN=localhost",
  * );
  * client.close();
  * server.close();
+ *
+ * // Another name: the function throws, the client gets a handshake_failure.
+ * const [c, d] = pipe();
+ * const [refused, failed] = await Promise.allSettled([
+ *   startTls(c, { hostname: "other.example", caCerts: [testPki.ca] }),
+ *   acceptTls(d, choose),
+ * ]);
+ * assert.ok(refused.status === "rejected" && refused.reason instanceof TlsError);
+ * assert.ok(failed.status === "rejected");
+ * assert.equal(seen[1].serverName, "other.example");
+ * c.close();
+ * d.close();
  * ```
  *
  * @param flow The transport: any flow.
@@ -1050,15 +1086,13 @@ function both(
  * import { empty, resolve } from "@mimic/mimic";
  * import { tcp } from "@mimic/mimic/tcp";
  * import { tls } from "@mimic/mimic/tls";
+ * import { testPki } from "@mimic/mimic/testing";
  * import assert from "node:assert/strict";
  *
- * const pem = (name: string) =>
- *   Deno.readTextFile(new URL(`../tests/fixtures/${name}`, import.meta.url));
  * using listener = Deno.listenTls({
  *   hostname: "127.0.0.1",
  *   port: 0,
- *   cert: await pem("localhost.pem"),
- *   key: await pem("localhost.key"),
+ *   ...testPki.server,
  * });
  * const served = listener.accept().then(async (conn) => {
  *   await conn.write(new TextEncoder().encode("hi"));
@@ -1068,7 +1102,7 @@ function both(
  *
  * const ctx = empty.add(tls.endpoint, {
  *   hostname: "localhost",
- *   caCerts: [await pem("ca.pem")],
+ *   caCerts: [testPki.ca],
  *   over: empty.add(tcp.endpoint, {
  *     hostname: "127.0.0.1",
  *     port: listener.addr.port,

@@ -1,7 +1,7 @@
 // The Flow contract (rules 1-9 of API.md, "Flow"), checked the same way on
 // every transport against its real peer: Deno's own TCP and Unix sockets,
-// Deno's native TLS (rustls), `cat`, Deno.serve's WebSockets, tinyproxy, and
-// a Node process that resets connections. To add a transport, add one entry
+// Deno's native TLS (rustls), `cat`, Deno.serve's WebSockets, tinyproxy,
+// Dante, OpenSSH's `ssh -D`, and a Node process that resets connections. To add a transport, add one entry
 // to TRANSPORTS: a name, what it can do, and how to open a flow to an echo
 // peer (a peer that writes back what it reads, then half-closes).
 import assert from "node:assert/strict";
@@ -14,19 +14,29 @@ import {
   resolve,
 } from "../mod.ts";
 import { listenPipe, pipeProtocol } from "../src/pipe.ts";
+import { netTcp } from "../src/node.ts";
 import { spawnFlow } from "../src/process.ts";
-import { tcp, unix } from "../src/tcp.ts";
+import { socks } from "../src/socks.ts";
+import { tcp, TcpFlow, unix } from "../src/tcp.ts";
 import { acceptTls, startTls, tls } from "../src/tls.ts";
 import { tunnel } from "../src/tunnel.ts";
-import { websocket } from "../src/websocket.ts";
+import {
+  openWebSocket,
+  upgradeWebSocket,
+  websocket,
+} from "../src/websocket.ts";
+import { connectNet } from "../src/_net_conn.ts";
 import { fixture } from "./_helpers.ts";
+import { startDante } from "./servers/dante.ts";
+import { startSshSocks } from "./servers/ssh_socks.ts";
+import { startSshd } from "./servers/sshd.ts";
 import { startTinyproxy } from "./servers/tinyproxy.ts";
 
 /**
  * The TLS entries fail until the TLS pump is rewritten to the contract
  * (src/tls.ts, src/_engine.ts): flip this once it is.
  */
-const TLS_PENDING = true;
+const TLS_PENDING = false;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -86,15 +96,38 @@ function serveEcho(
   })();
 }
 
-/** A Node process whose server resets each connection at its first byte. */
-async function startResetter(): Promise<{ port: number; close(): void }> {
+/**
+ * A Node process whose server resets each connection at its first byte;
+ * with `websocket`, it first answers a WebSocket upgrade (101), then resets
+ * at the first byte after it (the first frame).
+ */
+async function startResetter(
+  options: { websocket?: boolean } = {},
+): Promise<{ port: number; close(): void }> {
   const child = new Deno.Command("node", {
     args: [
       "-e",
       `const net = require("node:net");
+       const crypto = require("node:crypto");
+       const websocket = ${options.websocket === true};
        const server = net.createServer((s) => {
          s.on("error", () => {});
-         s.once("data", () => s.resetAndDestroy());
+         let head = "";
+         const onData = (chunk) => {
+           if (!websocket || head.includes("\\r\\n\\r\\n")) {
+             s.off("data", onData);
+             return s.resetAndDestroy();
+           }
+           head += chunk.toString("latin1");
+           if (!head.includes("\\r\\n\\r\\n")) return;
+           const key = /sec-websocket-key: *(\\S+)/i.exec(head)[1];
+           const accept = crypto.createHash("sha1")
+             .update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+             .digest("base64");
+           s.write("HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\n" +
+             "Connection: Upgrade\\r\\nSec-WebSocket-Accept: " + accept + "\\r\\n\\r\\n");
+         };
+         s.on("data", onData);
        });
        server.listen(0, "127.0.0.1", () => console.log(server.address().port));`,
     ],
@@ -422,6 +455,187 @@ const TRANSPORTS: Transport[] = [
       };
     },
   },
+  {
+    name:
+      "tcp off Deno (a TcpFlow over node:net, as tcp connects on Node and Bun)",
+    halfClose: true,
+    addrs: true,
+    async start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(listener);
+      const resetter = await startResetter();
+      const open = async (port: number) =>
+        new TcpFlow(
+          await connectNet({
+            hostname: "127.0.0.1",
+            port,
+          }) as unknown as Deno.TcpConn,
+        );
+      return {
+        open: () => open(listener.addr.port),
+        openReset: () => open(resetter.port),
+        async close() {
+          listener.close();
+          resetter.close();
+          await served;
+        },
+      };
+    },
+  },
+  {
+    name: "fromDuplex over node:net (netTcp, to Deno's TCP echo server)",
+    halfClose: true,
+    addrs: true,
+    async start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(listener);
+      const resetter = await startResetter();
+      const open = (port: number) =>
+        resolve(empty.add(netTcp.endpoint, { hostname: "127.0.0.1", port }));
+      return {
+        open: () => open(listener.addr.port),
+        openReset: () => open(resetter.port),
+        async close() {
+          listener.close();
+          resetter.close();
+          await served;
+        },
+      };
+    },
+  },
+  {
+    // Dante does not pass a target's reset on (the pending read resolves
+    // instead of rejecting): no reset reaches the SOCKS client, so rule 6
+    // has no case here (as for the tunnel).
+    name: "socks (Dante to Deno's TCP echo server)",
+    halfClose: true,
+    addrs: true,
+    async start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(listener);
+      const dante = await startDante();
+      return {
+        open: () =>
+          resolve(empty.add(socks.endpoint, {
+            proxy: tcpEndpoint(dante.port),
+            target: { hostname: "127.0.0.1", port: listener.addr.port },
+          })),
+        async close() {
+          await dante.close();
+          listener.close();
+          await served;
+        },
+      };
+    },
+  },
+  {
+    name: "socks (ssh -D to Deno's TCP echo server)",
+    halfClose: true,
+    addrs: true,
+    async start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(listener);
+      const sshd = await startSshd();
+      const forward = await startSshSocks(sshd);
+      return {
+        open: () =>
+          resolve(empty.add(socks.endpoint, {
+            proxy: tcpEndpoint(forward.port),
+            target: { hostname: "127.0.0.1", port: listener.addr.port },
+          })),
+        async close() {
+          await forward.close();
+          await sshd.close();
+          listener.close();
+          await served;
+        },
+      };
+    },
+  },
+  {
+    name:
+      "RFC 6455 WebSocket over tcp (openWebSocket to our upgradeWebSocket; a Node peer that resets)",
+    halfClose: true,
+    addrs: true,
+    writesWait: false,
+    async start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(listener, (c) => upgradeWebSocket(c as Flow));
+      const resetter = await startResetter({ websocket: true });
+      const open = async (port: number) =>
+        openWebSocket(
+          await resolve(tcpEndpoint(port)),
+          `ws://127.0.0.1:${port}/echo`,
+        );
+      return {
+        open: () => open(listener.addr.port),
+        openReset: () => open(resetter.port),
+        async close() {
+          listener.close();
+          resetter.close();
+          await served;
+        },
+      };
+    },
+  },
+  {
+    name:
+      "RFC 6455 WebSocket over tcp (openWebSocket to Deno.serve's upgradeWebSocket)",
+    halfClose: false,
+    addrs: true,
+    writesWait: false,
+    start() {
+      const server = Deno.serve(
+        { hostname: "127.0.0.1", port: 0, onListen() {} },
+        (req) => {
+          const { socket, response } = Deno.upgradeWebSocket(req);
+          socket.binaryType = "arraybuffer";
+          socket.onmessage = (e) => socket.send(e.data);
+          socket.onerror = () => {};
+          return response;
+        },
+      );
+      const { port } = server.addr;
+      return Promise.resolve({
+        open: async () =>
+          openWebSocket(
+            await resolve(tcpEndpoint(port)),
+            `ws://127.0.0.1:${port}/`,
+          ),
+        close: () => server.shutdown(),
+      });
+    },
+  },
+  {
+    name:
+      "TLS over the RFC 6455 WebSocket over tcp (our acceptTls over upgradeWebSocket)",
+    ignore: TLS_PENDING,
+    halfClose: true,
+    addrs: true,
+    start() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const served = serveEcho(
+        listener,
+        async (c) =>
+          acceptTls(await upgradeWebSocket(c as Flow), { cert, key }),
+      );
+      const { port } = listener.addr;
+      return Promise.resolve({
+        open: async () =>
+          startTls(
+            await openWebSocket(
+              await resolve(tcpEndpoint(port)),
+              `ws://127.0.0.1:${port}/`,
+            ),
+            { hostname: "localhost", caCerts: [ca] },
+          ),
+        async close() {
+          listener.close();
+          await served;
+        },
+      });
+    },
+  },
 ];
 
 // --- helpers ---------------------------------------------------------------
@@ -602,6 +816,19 @@ const RULES: [string, Rule][] = [
       // Neither the write side nor the resource was touched.
       await f.write(encoder.encode("gh"));
       assert.equal(decoder.decode(await readExactly(f, 2)), "gh");
+      await finish(f);
+    },
+  ],
+  [
+    "rule 5: cancelling readable during a pending pull loses no byte",
+    async (f) => {
+      const reader = f.readable.getReader();
+      const pulling = reader.read(); // nothing to read yet: the pull waits
+      assert.ok(await isPending(pulling), "a pull with nothing to read waits");
+      await reader.cancel();
+      assert.ok((await pulling).done, "the cancelled read is done");
+      await f.write(encoder.encode("after"));
+      assert.equal(decoder.decode(await readExactly(f, 5)), "after");
       await finish(f);
     },
   ],

@@ -109,7 +109,7 @@ async function opensslServer(suite: string, send: Uint8Array) {
       path("localhost.pem"),
       "-key",
       path("localhost.key"),
-    ], false),
+    ], { rev: false }),
   };
 }
 

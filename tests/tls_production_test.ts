@@ -18,6 +18,7 @@ import {
 import { clientSession, serverSession, type Session } from "../src/_engine.ts";
 import { fixture, fixturePath as path } from "./_helpers.ts";
 import { runGoTlsClient, startGoTlsServer } from "./servers/go_tls.ts";
+import { OpensslServer } from "./servers/openssl.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -131,91 +132,16 @@ async function echoLine(flow: TlsFlow): Promise<void> {
 // OpenSSL
 // ---------------------------------------------------------------------------
 
-/** Collects a child's output stream as text, in the background. */
-class Collector {
-  text = "";
-  readonly done: Promise<void>;
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = (async () => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        this.text += chunk;
-      }
-    })();
-  }
-  /** Resolves once `re` matches the output (rejects if it ends first). */
-  async waitFor(re: RegExp): Promise<RegExpExecArray> {
-    for (let i = 0; i < 600; i++) {
-      const m = re.exec(this.text);
-      if (m) return m;
-      const ended = await Promise.race([
-        this.done.then(() => true),
-        new Promise<false>((ok) => setTimeout(() => ok(false), 100)),
-      ]);
-      if (ended) {
-        const m = re.exec(this.text);
-        if (m) return m;
-        throw new Error(`output ended without ${re}: ${this.text}`);
-      }
-    }
-    throw new Error(`no ${re} after 60 s: ${this.text}`);
-  }
-}
-
 /**
- * `openssl s_server` on 127.0.0.1 and a free port; killed on dispose. With
- * `-rev` it answers each line reversed (and prints nothing per connection);
- * without, it prints each connection's details and what the client sends.
+ * `openssl s_server` with the fixture certificate, as many connections as
+ * `args` say (`-naccept`), answering lines reversed with `-rev`.
  */
-class OpensslServer implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly stdout: Collector;
-  readonly stderr: Collector;
-  port = 0;
-
-  private constructor(args: string[]) {
-    this.child = new Deno.Command("openssl", {
-      args: [
-        "s_server",
-        "-accept",
-        "127.0.0.1:0",
-        "-cert",
-        path("localhost.pem"),
-        "-key",
-        path("localhost.key"),
-        ...args,
-      ],
-      // Kept open: s_server quits at the end of its stdin.
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.stdout = new Collector(this.child.stdout);
-    this.stderr = new Collector(this.child.stderr);
-  }
-
-  static async start(args: string[]): Promise<OpensslServer> {
-    const server = new OpensslServer(args);
-    try {
-      const m = await server.stdout.waitFor(/ACCEPT 127\.0\.0\.1:(\d+)\n/);
-      server.port = Number(m[1]);
-    } catch (error) {
-      await server[Symbol.asyncDispose]();
-      throw error;
-    }
-    return server;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-    await this.child.status;
-    await this.child.stdin.close().catch(() => {});
-    await this.stdout.done;
-    await this.stderr.done;
-  }
+function opensslServer(args: string[]): Promise<OpensslServer> {
+  return OpensslServer.start(args, {
+    rev: false,
+    naccept: null,
+    fixtureCert: true,
+  });
 }
 
 /**
@@ -446,7 +372,7 @@ Deno.test("Deno's native TLS negotiates X25519MLKEM768 with us, both directions"
 
 Deno.test("cipherSuites picks the suite with openssl, both directions", async (t) => {
   await t.step("our client, openssl s_server", async () => {
-    await using server = await OpensslServer.start([
+    await using server = await opensslServer([
       "-naccept",
       "1",
       "-ciphersuites",
@@ -464,7 +390,7 @@ Deno.test("cipherSuites picks the suite with openssl, both directions", async (t
     assert.match(server.stdout.text, /CIPHER is TLS_AES_256_GCM_SHA384/);
   });
   await t.step("our client, no suite in common with s_server", async () => {
-    await using server = await OpensslServer.start([
+    await using server = await opensslServer([
       "-naccept",
       "1",
       "-ciphersuites",
@@ -514,7 +440,7 @@ Deno.test("cipherSuites picks the suite with openssl, both directions", async (t
 
 Deno.test("minVersion and maxVersion hold against openssl, both directions", async (t) => {
   await t.step("our client maxVersion TLSv1.2", async () => {
-    await using server = await OpensslServer.start(["-naccept", "1", "-rev"]);
+    await using server = await opensslServer(["-naccept", "1", "-rev"]);
     const flow = await connectTls(server.port, {
       ...trusting,
       maxVersion: "TLSv1.2",
@@ -528,7 +454,7 @@ Deno.test("minVersion and maxVersion hold against openssl, both directions", asy
   await t.step(
     "our client minVersion TLSv1.3 refuses s_server -tls1_2",
     async () => {
-      await using server = await OpensslServer.start([
+      await using server = await opensslServer([
         "-naccept",
         "1",
         "-tls1_2",
@@ -701,7 +627,7 @@ Deno.test("acceptTls() resumes openssl s_client's sessions (-sess_out / -sess_in
 Deno.test("startTls() resumes with openssl s_server, and not with resumption: false", async (t) => {
   for (const resumption of [true, false]) {
     await t.step(`resumption: ${resumption}`, async () => {
-      await using server = await OpensslServer.start(["-naccept", "2", "-rev"]);
+      await using server = await opensslServer(["-naccept", "2", "-rev"]);
       // A CA list of its own: its own config, so its own session cache.
       const options = {
         ...trusting,
@@ -721,6 +647,40 @@ Deno.test("startTls() resumes with openssl s_server, and not with resumption: fa
       assert.equal(infos[1].resumed, resumption);
     });
   }
+});
+
+Deno.test("a client resuming a ticket from another server of the same name still connects to ours (no HelloRetryRequest forced on a PSK)", async () => {
+  // The ticket: from openssl, on TLS_AES_256_GCM_SHA384 and x25519 (openssl
+  // 3.0 has no ML-KEM). Our server prefers the hybrid and AES-128 or
+  // ChaCha20 (SHA-256): a HelloRetryRequest for the hybrid would make
+  // rustls's client withdraw the PSK, which rustls's server refuses.
+  await using other = await opensslServer([
+    "-naccept",
+    "1",
+    "-rev",
+    "-ciphersuites",
+    "TLS_AES_256_GCM_SHA384",
+  ]);
+  const options = {
+    ...trusting,
+    caCerts: [ca, fixture("rsa.pem")],
+    alpnProtocols: ["ticket-elsewhere"],
+  };
+  const first = await connectTls(other.port, options);
+  assert.equal(await revLine(first), "hello\n"); // takes in the ticket
+  first.close();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = serve(listener, {
+    ...ecdsa,
+    alpnProtocols: ["ticket-elsewhere"],
+  });
+  const flow = await connectTls(listener.addr.port, options);
+  const info = await flow.handshake();
+  assert.equal(info.resumed, false);
+  assert.equal(await exchange(flow, "after\n"), "echo: after\n");
+  flow.close();
+  const [result] = await served;
+  assert.equal(result.error, undefined, String(result.error));
 });
 
 Deno.test("sessions resume with Go's crypto/tls, both directions", async (t) => {
@@ -790,7 +750,7 @@ Deno.test("keyLog lines equal openssl's -keylogfile lines, both directions, TLS 
       const dir = await Deno.makeTempDir();
       try {
         const file = `${dir}/keys.log`;
-        await using server = await OpensslServer.start([
+        await using server = await opensslServer([
           "-naccept",
           "1",
           "-keylogfile",
@@ -900,7 +860,7 @@ Deno.test("exportKeyingMaterial equals openssl's -keymatexport, both directions,
   const exportArgs = ["-keymatexport", label, "-keymatexportlen", "40"];
   for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
     await t.step(`our client, s_server, ${maxVersion}`, async () => {
-      await using server = await OpensslServer.start([
+      await using server = await opensslServer([
         "-naccept",
         "1",
         ...exportArgs,

@@ -32,11 +32,13 @@ import {
 } from "./_helpers.ts";
 import { startWebsockify } from "./servers/websockify.ts";
 import { startTinyproxy } from "./servers/tinyproxy.ts";
+import { startDante } from "./servers/dante.ts";
 import { ensureCommand, startServerProcess } from "./servers/_util.ts";
 import { empty, NotFoundError, resolve, unfold } from "../mod.ts";
 import { tcp } from "../src/tcp.ts";
 import { tls, type TlsFlow } from "../src/tls.ts";
 import { tunnel } from "../src/tunnel.ts";
+import { socks, SocksError } from "../src/socks.ts";
 import { websocketOver } from "../src/websocket.ts";
 import { fromUri, tlsOptions } from "../src/uri.ts";
 
@@ -1137,10 +1139,13 @@ Deno.test("ws over flow: the Flow contract", async (t) => {
     const got = new Uint8Array(await new Response(s.readable).arrayBuffer());
     await piping;
     assert.equal(await sha256(got), await sha256(data));
-    // Cancelling the readable leaves the write side alone.
+    // Cancelling the readable only ends the stream: read() goes on from the
+    // same position (rule 5, as tests/conformance_test.ts checks).
     await c.readable.cancel();
-    await s.write(enc.encode("dropped"));
-    assert.equal(await bounded(c.read(new Uint8Array(8)), "a read"), null);
+    await s.write(enc.encode("kept"));
+    const buf = new Uint8Array(8);
+    const n = await bounded(c.read(buf), "a read");
+    assert.equal(dec.decode(buf.subarray(0, n!)), "kept");
     c.close();
     s.close();
   });
@@ -1352,6 +1357,75 @@ Deno.test("ws over flow: ws:// and wss:// URLs resolve to one context", async (t
       await proxy.close();
     }
   });
+});
+
+Deno.test("ws over flow: ws:// and wss:// through a SOCKS proxy (fromUri proxy, Dante)", async (t) => {
+  /** The endpoint under the websocketOver one (tls's, for wss://). */
+  const route = async (ctx: typeof empty) => {
+    const [ws] = (await unfold(ctx)).filter((e) =>
+      e.value === websocketOver.endpoint
+    );
+    const [under] = await unfold((ws.data as { over: typeof empty }).over);
+    return under;
+  };
+
+  await t.step("ws:// through socks5h:// (no authentication)", async () => {
+    await using server = denoEcho(false);
+    await using dante = await startDante();
+    const ctx = fromUri(`ws://127.0.0.1:${server.port}/plain?q=1`, {
+      proxy: `socks5h://127.0.0.1:${dante.port}`,
+    });
+    const under = await route(ctx);
+    assert.equal(under.value, socks.endpoint);
+    await using flow = await resolve(ctx);
+    assert.ok(websocketOver.is(flow));
+    assert.ok(socks.is((flow as WebSocketOverFlow).inner), "over a SocksFlow");
+    await roundTrip(flow, 1024 * 1024);
+    assert.deepEqual(server.paths, ["/plain?q=1"]);
+  });
+
+  await t.step(
+    "wss:// (private CA) through socks5h:// with RFC 1929 credentials from the URL",
+    async () => {
+      await using server = denoEcho(true);
+      await using dante = await startDante({ auth: { password: "p@ss wörd" } });
+      const userinfo = `${encodeURIComponent(dante.user!)}:${
+        encodeURIComponent(dante.password!)
+      }`;
+      const url = `wss://127.0.0.1:${server.port}/secure`;
+      const ctx = fromUri(url, {
+        proxy: `socks5h://${userinfo}@127.0.0.1:${dante.port}`,
+      }).add(tlsOptions, { caCerts: [ca] });
+      const under = await route(ctx);
+      assert.equal(under.value, tls.endpoint);
+      const [inner] = await unfold((under.data as { over: typeof empty }).over);
+      assert.equal(inner.value, socks.endpoint);
+      await using flow = await resolve(ctx);
+      assert.ok(websocketOver.is(flow));
+      const info = await ((flow as WebSocketOverFlow).inner as TlsFlow)
+        .handshake();
+      assert.equal(info.alpnProtocol, "http/1.1");
+      await roundTrip(flow, 2 * 1024 * 1024);
+      assert.deepEqual(server.paths, ["/secure"]);
+      // A wrong password: Dante refuses it, typed, nothing hangs.
+      const wrong = fromUri(url, {
+        proxy: `socks5h://${
+          encodeURIComponent(dante.user!)
+        }:nope@127.0.0.1:${dante.port}`,
+      }).add(tlsOptions, { caCerts: [ca] });
+      await assert.rejects(resolve(wrong), (e) => {
+        assert.ok(e instanceof NotFoundError);
+        // websocket-over, then tls, then socks: the SocksError is the cause.
+        let cause: unknown = e;
+        while (cause instanceof Error && !(cause instanceof SocksError)) {
+          cause = cause.cause;
+        }
+        assert.ok(cause instanceof SocksError, String(e));
+        assert.equal(cause.code, "AuthenticationFailed");
+        return true;
+      });
+    },
+  );
 });
 
 /** stunnel (Debian's stunnel4) requiring a client certificate signed by the fixture CA. */

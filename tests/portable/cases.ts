@@ -32,6 +32,10 @@ export interface PortableConfig {
   opensslPort?: number;
   /** A websockify on 127.0.0.1 bridging to that s_server (TLS over WebSocket). */
   websockifyPort?: number;
+  /** A Dante SOCKS5 server (no authentication) on 127.0.0.1. */
+  dantePort?: number;
+  /** A tinyproxy (HTTP CONNECT) on 127.0.0.1. */
+  tinyproxyPort?: number;
 }
 
 /** One case: a name and an async body that throws on failure. */
@@ -186,11 +190,15 @@ async function tlsPipe(
 
 /**
  * Sends an HTTP/1.0 GET over a TLS flow to `openssl s_server -www` and
- * checks its answer and the close_notify that ends it.
+ * checks its answer and the close_notify that ends it (and the name the
+ * client sent: `null` when it connected to an IP address).
  */
-export async function getFromOpenssl(flow: TlsFlow): Promise<void> {
+export async function getFromOpenssl(
+  flow: TlsFlow,
+  serverName: string | null = "localhost",
+): Promise<void> {
   const info = await flow.handshake();
-  check(info.serverName === "localhost", `serverName ${info.serverName}`);
+  check(info.serverName === serverName, `serverName ${info.serverName}`);
   await writeAll(flow, enc.encode("GET / HTTP/1.0\r\n\r\n"));
   const text = dec.decode(await readAll(flow)); // null only after close_notify
   check(/^HTTP\/1\.0 200 ok/i.test(text), `answer: ${text.slice(0, 40)}`);

@@ -2,7 +2,9 @@
  * The portable suite's entry for Node and Bun, bundled by `deno bundle`:
  * the pipe cases, then TLS over `node:net` (the `netTcp` protocol of
  * `src/node.ts`) to a real `openssl s_server` and to the runtime's own
- * `node:https` server, and `node:http` served over our TLS.
+ * `node:https` server, `node:http` served over our TLS, and `fromUri`
+ * contexts (`tcp://`, `unix:`, `https://`, through Dante and tinyproxy),
+ * whose `tcp` and `unix` protocols fall back to `node:net` here.
  *
  * Usage: `node suite_node.js <runtime name> <config.json>`; prints one line
  * per case and `<runtime name>: N passed, N failed`; exits 1 on a failure.
@@ -10,7 +12,8 @@
  * @module
  */
 
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import * as http from "node:http";
 import * as https from "node:https";
 import * as net from "node:net";
@@ -19,6 +22,8 @@ import { Buffer } from "node:buffer";
 import { empty, errors, resolve } from "../../mod.ts";
 import { listenPipe, pipeProtocol } from "../../src/pipe.ts";
 import { acceptTls, tls, type TlsFlow } from "../../src/tls.ts";
+import { tcp, TcpFlow, unix, UnixFlow } from "../../src/tcp.ts";
+import { fromUri, tlsOptions } from "../../src/uri.ts";
 import {
   createConnection,
   fromDuplex,
@@ -288,9 +293,192 @@ const nodeCases: Case[] = [
   },
 ];
 
+/** An answer to every request, after the request's end: `got <bytes>`. */
+function answerAtEnd(socket: net.Socket): void {
+  const chunks: Uint8Array[] = [];
+  socket.on("data", (c: Uint8Array) => chunks.push(c));
+  socket.on(
+    "end",
+    () => socket.end(`got ${dec.decode(Buffer.concat(chunks))}`),
+  );
+}
+
+function isRefused(port: number) {
+  return (e: unknown): boolean => {
+    const first = (e as { attempts?: { error: unknown }[] }).attempts?.[0];
+    const error = first?.error;
+    return error instanceof errors.ConnectionRefused &&
+      error.name === "ConnectionRefused" &&
+      error.message.startsWith(`Cannot connect to 127.0.0.1:${port}: `);
+  };
+}
+
+/** Proxied `https://127.0.0.1:<s_server>/` through `proxy`, our TLS inside. */
+async function httpsThrough(proxy: string): Promise<void> {
+  check(config.opensslPort, "no s_server port");
+  const ctx = fromUri(`https://127.0.0.1:${config.opensslPort}/`, { proxy })
+    .add(tlsOptions, { caCerts: [config.ca] });
+  const flow = await resolve(ctx) as TlsFlow;
+  check(tls.is(flow), "not a tls flow");
+  // The certificate's IP SAN is verified; no SNI for an IP.
+  await getFromOpenssl(flow, null);
+}
+
+const uriCases: Case[] = [
+  {
+    name:
+      "fromUri tcp:// off Deno: a TcpFlow over node:net (half-close, addresses, RST, refused)",
+    run: async () => {
+      const server = await netServer(answerAtEnd);
+      try {
+        const flow = await resolve(fromUri(`tcp://127.0.0.1:${server.port}`));
+        check(tcp.is(flow), "not a tcp flow");
+        check(flow instanceof TcpFlow, "not a TcpFlow");
+        check(flow.remoteAddr.port === server.port, "remoteAddr");
+        check(flow.localAddr.hostname === "127.0.0.1", "localAddr");
+        flow.setNoDelay(true);
+        flow.setKeepAlive(true);
+        await writeAll(flow, enc.encode("ping"));
+        await flow.closeWrite();
+        check(dec.decode(await readAll(flow)) === "got ping", "answer");
+        check(await flow.read(new Uint8Array(1)) === null, "null again");
+        await rejects(
+          flow.write(enc.encode("x")),
+          (e) => e instanceof errors.BrokenPipe && e.name === "BrokenPipe",
+          "write after closeWrite",
+        );
+        flow.close();
+        await rejects(
+          flow.read(new Uint8Array(1)),
+          (e) => e instanceof errors.BadResource,
+          "read after close",
+        );
+      } finally {
+        await server.close();
+      }
+      const resetter = await netServer((socket) => {
+        socket.once("data", () => socket.resetAndDestroy());
+      });
+      try {
+        const flow = await resolve(fromUri(`tcp://127.0.0.1:${resetter.port}`));
+        const reading = flow.read(new Uint8Array(8));
+        await writeAll(flow, enc.encode("reset me"));
+        await rejects(
+          reading,
+          (e) =>
+            e instanceof errors.ConnectionReset && e.name === "ConnectionReset",
+          "read after RST",
+        );
+        flow.close();
+      } finally {
+        await resetter.close();
+      }
+      await rejects(
+        resolve(fromUri(`tcp://127.0.0.1:${resetter.port}`)),
+        isRefused(resetter.port),
+        "connect to a closed port",
+      );
+    },
+  },
+  {
+    name:
+      "fromUri tcp:// off Deno: 1 MiB each way at once, close() interrupts a pending read",
+    run: async () => {
+      const server = await netServer((socket) => socket.pipe(socket));
+      try {
+        const flow = await resolve(fromUri(`tcp://127.0.0.1:${server.port}`));
+        const data = randomBytes(1024 * 1024);
+        const [back] = await Promise.all([
+          readAll(flow),
+          writeAll(flow, data).then(() => flow.closeWrite()),
+        ]);
+        check(back.length === data.length, `got ${back.length} bytes`);
+        check(back.every((x, i) => x === data[i]), "bytes differ");
+        flow.close();
+        const other = await resolve(fromUri(`tcp://127.0.0.1:${server.port}`));
+        const reading = other.read(new Uint8Array(8));
+        other.close();
+        await rejects(
+          reading,
+          (e) => e instanceof errors.Interrupted && e.name === "Interrupted",
+          "pending read at close",
+        );
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "fromUri unix: off Deno: a UnixFlow over node:net; a missing socket",
+    run: async () => {
+      const dir = mkdtempSync(`${tmpdir()}/mimic-portable-`);
+      const path = `${dir}/echo.sock`;
+      const server = net.createServer({ allowHalfOpen: true }, answerAtEnd);
+      await new Promise<void>((ok) => server.listen(path, ok));
+      try {
+        const flow = await resolve(fromUri(`unix:${path}`));
+        check(unix.is(flow), "not a unix flow");
+        check(flow instanceof UnixFlow, "not a UnixFlow");
+        check(flow.remoteAddr.path === path, "remoteAddr");
+        await writeAll(flow, enc.encode("over unix"));
+        await flow.closeWrite();
+        check(dec.decode(await readAll(flow)) === "got over unix", "answer");
+        flow.close();
+        await rejects(
+          resolve(fromUri(`unix:${dir}/missing.sock`)),
+          (e) => {
+            const error = (e as { attempts?: { error: unknown }[] })
+              .attempts?.[0]?.error as Error | undefined;
+            return error instanceof errors.NotFound &&
+              error.message.includes(`${dir}/missing.sock`);
+          },
+          "a missing socket",
+        );
+      } finally {
+        await new Promise((ok) => server.close(ok));
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  },
+  {
+    name:
+      "fromUri https://localhost off Deno: our TLS over node:net to openssl s_server (Happy Eyeballs)",
+    run: async () => {
+      check(config.opensslPort, "no s_server port");
+      // s_server listens on 127.0.0.1 only: ::1 is refused, 127.0.0.1 wins.
+      const ctx = fromUri(`https://localhost:${config.opensslPort}/`)
+        .add(tlsOptions, { caCerts: [config.ca] });
+      const flow = await resolve(ctx) as TlsFlow;
+      check(tls.is(flow), "not a tls flow");
+      const addr = (flow as { remoteAddr?: { hostname?: string } }).remoteAddr;
+      check(
+        addr?.hostname === "127.0.0.1",
+        `remoteAddr ${JSON.stringify(addr)}`,
+      );
+      await getFromOpenssl(flow);
+    },
+  },
+  {
+    name:
+      "fromUri https:// through Dante (socks5h://) off Deno: TLS over SOCKS over node:net",
+    run: async () => {
+      check(config.dantePort, "no Dante port");
+      await httpsThrough(`socks5h://127.0.0.1:${config.dantePort}`);
+    },
+  },
+  {
+    name:
+      "fromUri https:// through tinyproxy (CONNECT) off Deno: TLS over a tunnel over node:net",
+    run: async () => {
+      check(config.tinyproxyPort, "no tinyproxy port");
+      await httpsThrough(`http://127.0.0.1:${config.tinyproxyPort}`);
+    },
+  },
+];
+
 const summary = await runCases(
   runtime,
-  [...pipeCases(config), ...nodeCases],
+  [...pipeCases(config), ...nodeCases, ...uriCases],
   (line) => console.log(line),
 );
 process.exit(summary.failed === 0 ? 0 : 1);

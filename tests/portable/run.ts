@@ -1,7 +1,8 @@
 /**
  * Runs the portable suite outside Deno: bundles `node.ts` and `browser.ts`
  * with `deno bundle`, starts the peers on 127.0.0.1 (a real `openssl
- * s_server -www`, a real websockify in front of it), and runs the bundles
+ * s_server -www`, a real websockify in front of it, a Dante SOCKS server and
+ * a tinyproxy for the proxied `fromUri` cases), and runs the bundles
  * under every runtime:
  *
  * | runtime | binary |
@@ -23,6 +24,8 @@
  */
 
 import { startServerProcess } from "../servers/_util.ts";
+import { startDante } from "../servers/dante.ts";
+import { startTinyproxy } from "../servers/tinyproxy.ts";
 import { startWebsockify } from "../servers/websockify.ts";
 import type { PortableConfig, Summary } from "./cases.ts";
 
@@ -259,12 +262,16 @@ async function main(): Promise<number> {
     ],
   });
   const bridge = await startWebsockify({ targetPort: openssl.port });
+  const dante = await startDante();
+  const tinyproxy = await startTinyproxy();
   const config: PortableConfig = {
     ca: await pem("ca.pem"),
     cert: await pem("localhost.pem"),
     key: await pem("localhost.key"),
     opensslPort: openssl.port,
     websockifyPort: bridge.port,
+    dantePort: dante.port,
+    tinyproxyPort: tinyproxy.port,
   };
   const configPath = `${work}/config.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(config));
@@ -319,6 +326,8 @@ async function main(): Promise<number> {
       }
     }
   } finally {
+    await tinyproxy.close();
+    await dante.close();
     await bridge.close();
     await openssl.close();
     await Deno.remove(work, { recursive: true });

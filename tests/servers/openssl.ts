@@ -14,24 +14,32 @@ const decoder = new TextDecoder();
 export class Collector {
   text = "";
   readonly done: Promise<void>;
-  #waiters: { needle: string; ok: () => void }[] = [];
+  #waiters: { re: RegExp; ok: (m: RegExpExecArray) => void }[] = [];
   constructor(stream: ReadableStream<Uint8Array>) {
     this.done = (async () => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
         this.text += chunk;
         this.#waiters = this.#waiters.filter((w) => {
-          if (!this.text.includes(w.needle)) return true;
-          w.ok();
+          const m = w.re.exec(this.text);
+          if (m === null) return true;
+          w.ok(m);
           return false;
         });
       }
     })();
   }
-  /** Resolves once `needle` was output; rejects if the stream ends first. */
-  waitFor(needle: string): Promise<void> {
-    if (this.text.includes(needle)) return Promise.resolve();
+  /**
+   * Resolves once `needle` (text, or a pattern: its match) was output;
+   * rejects if the stream ends first.
+   */
+  waitFor(needle: string | RegExp): Promise<RegExpExecArray> {
+    const re = typeof needle === "string"
+      ? new RegExp(needle.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      : needle;
+    const m = re.exec(this.text);
+    if (m !== null) return Promise.resolve(m);
     return new Promise((ok, ko) => {
-      this.#waiters.push({ needle, ok });
+      this.#waiters.push({ re, ok });
       this.done.then(() =>
         ko(new Error(`output ended without ${needle}: ${this.text}`))
       );
@@ -39,24 +47,42 @@ export class Collector {
   }
 }
 
-/** `openssl s_server` on 127.0.0.1 and a random free port, killed on dispose. */
+/** How {@linkcode OpensslServer.start} runs `openssl s_server`. */
+export interface OpensslServerOptions {
+  /** `-rev`: answer each line reversed (default true). */
+  rev?: boolean;
+  /** `-naccept`: how many connections, then exit (default 1; null: no limit). */
+  naccept?: number | null;
+  /** The fixture certificate and key (localhost.pem, .key) first (default false). */
+  fixtureCert?: boolean;
+}
+
+/**
+ * `openssl s_server` on 127.0.0.1 and a random free port, killed on dispose.
+ * With `-rev` it answers each line reversed; without, it prints what the
+ * client sends (and each connection's details) and sends its stdin.
+ */
 export class OpensslServer implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
   readonly stdout: Collector;
   readonly stderr: Collector;
   port = 0;
 
-  constructor(args: string[], rev = true) {
+  constructor(args: string[], options: OpensslServerOptions = {}) {
+    const { rev = true, naccept = 1, fixtureCert = false } = options;
     this.child = new Deno.Command("openssl", {
       args: [
         "s_server",
         "-accept",
         "127.0.0.1:0",
-        "-naccept",
-        "1",
+        ...(naccept === null ? [] : ["-naccept", String(naccept)]),
         ...(rev ? ["-rev"] : []),
+        ...(fixtureCert
+          ? ["-cert", path("localhost.pem"), "-key", path("localhost.key")]
+          : []),
         ...args,
       ],
+      // Kept open: s_server quits at the end of its stdin.
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -65,15 +91,15 @@ export class OpensslServer implements AsyncDisposable {
     this.stderr = new Collector(this.child.stderr);
   }
 
-  /** Waits for "ACCEPT 127.0.0.1:PORT" on its stdout. */
-  static async start(args: string[], rev = true): Promise<OpensslServer> {
-    const server = new OpensslServer(args, rev);
+  /** Starts it and waits for "ACCEPT 127.0.0.1:PORT" on its stdout. */
+  static async start(
+    args: string[],
+    options: OpensslServerOptions = {},
+  ): Promise<OpensslServer> {
+    const server = new OpensslServer(args, options);
     try {
-      await server.stdout.waitFor("ACCEPT");
-      await server.stdout.waitFor("\n");
-      server.port = Number(
-        /ACCEPT 127\.0\.0\.1:(\d+)/.exec(server.stdout.text)![1],
-      );
+      const m = await server.stdout.waitFor(/ACCEPT 127\.0\.0\.1:(\d+)\n/);
+      server.port = Number(m[1]);
     } catch (error) {
       await server[Symbol.asyncDispose]();
       throw error;

@@ -26,7 +26,7 @@ use rustls::server::{Accepted, Acceptor as RustlsAcceptor};
 use rustls::{CipherSuite, Connection, SignatureScheme};
 
 use crate::errors::{self, EngineError};
-use crate::{engine, fail, put_field, slice, slice_mut, Config, Conn, BUFFER_LIMIT};
+use crate::{fail, with_engine, put_field, slice, slice_mut, Config, Conn, BUFFER_LIMIT};
 
 enum State {
     Reading(Box<RustlsAcceptor>),
@@ -39,6 +39,8 @@ pub(crate) struct Acceptor {
     head: errors::Head,
     /// An alert to send to the client after a failure.
     alert: Vec<u8>,
+    /// Whether the ClientHello offers a PSK (see `pq::set_client_offers_psk`).
+    offers_psk: Option<bool>,
 }
 
 fn no_acceptor(e: &mut crate::Engine) -> i32 {
@@ -48,17 +50,20 @@ fn no_acceptor(e: &mut crate::Engine) -> i32 {
 /// A new acceptor waiting for a ClientHello. Returns its handle (> 0).
 #[no_mangle]
 pub extern "C" fn mimic_acceptor_new() -> i32 {
-    engine().acceptors.insert(Acceptor {
-        state: State::Reading(Box::default()),
-        head: Default::default(),
-        alert: Vec::new(),
+    with_engine(|e| {
+        e.acceptors.insert(Acceptor {
+            state: State::Reading(Box::default()),
+            head: Default::default(),
+            alert: Vec::new(),
+            offers_psk: None,
+        })
     })
 }
 
 /// Releases an acceptor. Unknown handles are ignored.
 #[no_mangle]
 pub extern "C" fn mimic_acceptor_free(h: i32) {
-    engine().acceptors.remove(h);
+    with_engine(|e| e.acceptors.remove(h));
 }
 
 /// Feeds bytes from the client. Returns how many were consumed (fewer than
@@ -71,39 +76,43 @@ pub extern "C" fn mimic_acceptor_free(h: i32) {
 pub unsafe extern "C" fn mimic_acceptor_feed(h: i32, ptr: *const u8, len: usize) -> i32 {
     // SAFETY: per the contract above.
     let data = unsafe { slice(ptr, len) };
-    let e = engine();
-    let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
-    a.head.note(data);
-    let State::Reading(acceptor) = &mut a.state else {
-        // Complete (or failed): nothing more is read here.
-        return 0;
-    };
-    let mut rest = data;
-    while !rest.is_empty() {
-        match acceptor.read_tls(&mut rest) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => {
-                let err = a.head.explain(EngineError::tls("BadInput", err.to_string()), false);
-                a.state = State::Done;
-                return fail(e, err);
+    with_engine(|e| {
+        let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
+        a.head.note(data);
+        if a.offers_psk.is_none() && !data.is_empty() {
+            a.offers_psk = Some(crate::pq::client_hello_offers_psk(data));
+        }
+        let State::Reading(acceptor) = &mut a.state else {
+            // Complete (or failed): nothing more is read here.
+            return 0;
+        };
+        let mut rest = data;
+        while !rest.is_empty() {
+            match acceptor.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    let err = a.head.explain(EngineError::tls("BadInput", err.to_string()), false);
+                    a.state = State::Done;
+                    return fail(e, err);
+                }
+            }
+            match acceptor.accept() {
+                Ok(None) => {}
+                Ok(Some(accepted)) => {
+                    a.state = State::Ready(Box::new(accepted));
+                    break;
+                }
+                Err((err, mut alert)) => {
+                    let _ = alert.write_all(&mut a.alert);
+                    let err = a.head.explain(errors::from_rustls(&err), false);
+                    a.state = State::Done;
+                    return fail(e, err);
+                }
             }
         }
-        match acceptor.accept() {
-            Ok(None) => {}
-            Ok(Some(accepted)) => {
-                a.state = State::Ready(Box::new(accepted));
-                break;
-            }
-            Err((err, mut alert)) => {
-                let _ = alert.write_all(&mut a.alert);
-                let err = a.head.explain(errors::from_rustls(&err), false);
-                a.state = State::Done;
-                return fail(e, err);
-            }
-        }
-    }
-    (data.len() - rest.len()) as i32
+        (data.len() - rest.len()) as i32
+    })
 }
 
 /// Writes the alert left by a failure into (ptr, cap); returns the count.
@@ -114,12 +123,13 @@ pub unsafe extern "C" fn mimic_acceptor_feed(h: i32, ptr: *const u8, len: usize)
 pub unsafe extern "C" fn mimic_acceptor_take(h: i32, ptr: *mut u8, cap: usize) -> i32 {
     // SAFETY: per the contract above.
     let out = unsafe { slice_mut(ptr, cap) };
-    let e = engine();
-    let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
-    let n = a.alert.len().min(out.len());
-    out[..n].copy_from_slice(&a.alert[..n]);
-    a.alert.drain(..n);
-    n as i32
+    with_engine(|e| {
+        let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
+        let n = a.alert.len().min(out.len());
+        out[..n].copy_from_slice(&a.alert[..n]);
+        a.alert.drain(..n);
+        n as i32
+    })
 }
 
 /// GREASE values (RFC 8701): 0x0A0A, 0x1A1A, ..., 0xFAFA.
@@ -187,31 +197,32 @@ fn put_list(out: &mut Vec<u8>, items: &[String]) {
 /// acceptor failed or was accepted already.
 #[no_mangle]
 pub extern "C" fn mimic_acceptor_hello(h: i32) -> i32 {
-    let e = engine();
-    let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
-    let accepted = match &a.state {
-        State::Reading(_) => return 0,
-        State::Ready(accepted) => accepted,
-        State::Done => {
-            return fail(e, EngineError::tls("Closed", "the acceptor is done".into()));
+    with_engine(|e| {
+        let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
+        let accepted = match &a.state {
+            State::Reading(_) => return 0,
+            State::Ready(accepted) => accepted,
+            State::Done => {
+                return fail(e, EngineError::tls("Closed", "the acceptor is done".into()));
+            }
+        };
+        let hello = accepted.client_hello();
+        let mut out = std::mem::take(&mut e.result);
+        out.clear();
+        put_field(&mut out, hello.server_name().map(str::as_bytes));
+        let alpn: Vec<Vec<u8>> = hello.alpn().map(|i| i.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+        out.extend_from_slice(&(alpn.len() as u32).to_le_bytes());
+        for p in &alpn {
+            put_field(&mut out, Some(p));
         }
-    };
-    let hello = accepted.client_hello();
-    let mut out = std::mem::take(&mut e.result);
-    out.clear();
-    put_field(&mut out, hello.server_name().map(str::as_bytes));
-    let alpn: Vec<Vec<u8>> = hello.alpn().map(|i| i.map(<[u8]>::to_vec).collect()).unwrap_or_default();
-    out.extend_from_slice(&(alpn.len() as u32).to_le_bytes());
-    for p in &alpn {
-        put_field(&mut out, Some(p));
-    }
-    let suites: Vec<String> = hello.cipher_suites().iter().filter_map(|c| suite_name(*c)).collect();
-    put_list(&mut out, &suites);
-    let schemes: Vec<String> =
-        hello.signature_schemes().iter().filter_map(|s| scheme_name(*s)).collect();
-    put_list(&mut out, &schemes);
-    e.result = out;
-    e.result.len() as i32
+        let suites: Vec<String> = hello.cipher_suites().iter().filter_map(|c| suite_name(*c)).collect();
+        put_list(&mut out, &suites);
+        let schemes: Vec<String> =
+            hello.signature_schemes().iter().filter_map(|s| scheme_name(*s)).collect();
+        put_list(&mut out, &schemes);
+        e.result = out;
+        e.result.len() as i32
+    })
 }
 
 /// Turns a complete acceptor into a server connection with config `cfg`.
@@ -221,39 +232,42 @@ pub extern "C" fn mimic_acceptor_hello(h: i32) -> i32 {
 /// config. The acceptor is spent either way (free it).
 #[no_mangle]
 pub extern "C" fn mimic_acceptor_accept(h: i32, cfg: i32) -> i32 {
-    let e = engine();
-    let config = match e.configs.get(cfg) {
-        Some(Config::Server(c)) => c.clone(),
-        _ => return fail(e, EngineError::options("not a server config handle".into())),
-    };
-    let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
-    let accepted = match std::mem::replace(&mut a.state, State::Done) {
-        State::Ready(accepted) => accepted,
-        other => {
-            a.state = other;
-            return fail(e, EngineError::tls("Closed", "the ClientHello is not complete".into()));
-        }
-    };
-    match accepted.into_connection(config) {
-        Ok(mut c) => {
-            c.set_buffer_limit(Some(BUFFER_LIMIT));
-            // Bytes read after the ClientHello are processed now.
-            if let Err(err) = c.process_new_packets() {
-                while c.wants_write() {
-                    if c.write_tls(&mut a.alert).is_err() {
-                        break;
-                    }
-                }
-                let err = a.head.explain(errors::from_rustls(&err), false);
-                return fail(e, err);
+    with_engine(|e| {
+        let config = match e.configs.get(cfg) {
+            Some(Config::Server(c)) => c.clone(),
+            _ => return fail(e, EngineError::options("not a server config handle".into())),
+        };
+        let Some(a) = e.acceptors.get(h) else { return no_acceptor(e) };
+        let accepted = match std::mem::replace(&mut a.state, State::Done) {
+            State::Ready(accepted) => accepted,
+            other => {
+                a.state = other;
+                return fail(e, EngineError::tls("Closed", "the ClientHello is not complete".into()));
             }
-            let mut conn = Conn::new(Connection::Server(c), None);
-            conn.head = std::mem::take(&mut a.head);
-            e.conns.insert(conn)
+        };
+        crate::pq::set_client_offers_psk(a.offers_psk.unwrap_or(true));
+        match accepted.into_connection(config) {
+            Ok(mut c) => {
+                c.set_buffer_limit(Some(BUFFER_LIMIT));
+                // Bytes read after the ClientHello are processed now.
+                if let Err(err) = c.process_new_packets() {
+                    while c.wants_write() {
+                        if c.write_tls(&mut a.alert).is_err() {
+                            break;
+                        }
+                    }
+                    let err = a.head.explain(errors::from_rustls(&err), false);
+                    return fail(e, err);
+                }
+                let mut conn = Conn::new(Connection::Server(c), None);
+                conn.head = std::mem::take(&mut a.head);
+                conn.offers_psk = a.offers_psk;
+                e.conns.insert(conn)
+            }
+            Err((err, mut alert)) => {
+                let _ = alert.write_all(&mut a.alert);
+                fail(e, errors::from_rustls(&err))
+            }
         }
-        Err((err, mut alert)) => {
-            let _ = alert.write_all(&mut a.alert);
-            fail(e, errors::from_rustls(&err))
-        }
-    }
+    })
 }

@@ -16,29 +16,34 @@ use core::arch::wasm32::*;
 
 use poly1305::universal_hash::{KeyInit, UniversalHash};
 use poly1305::Poly1305;
+use zeroize::{Zeroize, Zeroizing};
 use rustls::crypto::cipher::{
-    make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter,
-    MessageEncrypter, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
-    Tls13AeadAlgorithm, UnsupportedOperationError,
+    AeadKey, Iv, MessageDecrypter, MessageEncrypter, Tls13AeadAlgorithm, UnsupportedOperationError,
 };
 use rustls::crypto::CipherSuiteCommon;
-use rustls::{ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, Tls13CipherSuite};
+use rustls::{ConnectionTrafficSecrets, Tls13CipherSuite};
 
-const TAG_LEN: usize = 16;
+use crate::tls13_record::{Decrypter, Encrypter, RecordAead};
 
-/// ChaCha20 state: key (8 words) and counter + nonce (4 words).
+/// ChaCha20 key (8 words; counter and nonce come per call). Wiped on drop.
 #[derive(Clone)]
 struct ChaCha {
     key: [u32; 8],
 }
 
+impl Drop for ChaCha {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl ChaCha {
     fn new(key: &[u8; 32]) -> Self {
-        let mut k = [0u32; 8];
-        for (w, c) in k.iter_mut().zip(key.chunks_exact(4)) {
+        let mut this = Self { key: [0u32; 8] };
+        for (w, c) in this.key.iter_mut().zip(key.chunks_exact(4)) {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
-        Self { key: k }
+        this
     }
 }
 
@@ -250,10 +255,12 @@ fn nonce_words(n: &[u8; 12]) -> [u32; 3] {
 }
 
 /// Poly1305 one-time key: the first 32 bytes of block 0 (RFC 8439 §2.6).
+/// The copy here is wiped; Poly1305 wipes its state on drop (feature
+/// "zeroize").
 fn poly_key(key: &ChaCha, nonce: &[u32; 3]) -> Poly1305 {
-    let mut k = [0u8; 32];
-    xor_keystream(key, 0, nonce, &mut k);
-    Poly1305::new(&k.into())
+    let mut k = Zeroizing::new([0u8; 32]);
+    xor_keystream(key, 0, nonce, &mut k[..]);
+    Poly1305::new((&*k).into())
 }
 
 fn mac(mut p: Poly1305, aad: &[u8], ct: &[u8]) -> poly1305::Block {
@@ -315,8 +322,9 @@ fn open_with(
 
 struct Aead;
 
-fn key32(key: &AeadKey) -> [u8; 32] {
-    let mut k = [0u8; 32];
+/// A copy of the traffic key, wiped on drop (rustls wipes `AeadKey`).
+fn key32(key: &AeadKey) -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
     k.copy_from_slice(key.as_ref());
     k
 }
@@ -324,13 +332,13 @@ fn key32(key: &AeadKey) -> [u8; 32] {
 impl Tls13AeadAlgorithm for Aead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         Box::new(Encrypter {
-            key: ChaCha::new(&key32(&key)),
+            aead: ChaCha::new(&key32(&key)),
             iv,
         })
     }
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         Box::new(Decrypter {
-            key: ChaCha::new(&key32(&key)),
+            aead: ChaCha::new(&key32(&key)),
             iv,
         })
     }
@@ -349,61 +357,18 @@ impl Tls13AeadAlgorithm for Aead {
     }
 }
 
-struct Encrypter {
-    key: ChaCha,
-    iv: Iv,
-}
-
-struct Decrypter {
-    key: ChaCha,
-    iv: Iv,
-}
-
-impl MessageEncrypter for Encrypter {
-    fn encrypt(
-        &mut self,
-        msg: OutboundPlainMessage<'_>,
-        seq: u64,
-    ) -> Result<OutboundOpaqueMessage, Error> {
-        let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(total_len);
-        payload.extend_from_chunks(&msg.payload);
-        payload.extend_from_slice(&msg.typ.to_array());
-        let tag = seal_with(&self.key, &nonce, &aad, payload.as_mut());
-        payload.extend_from_slice(&tag);
-        Ok(OutboundOpaqueMessage::new(
-            ContentType::ApplicationData,
-            // TLS 1.3 records carry TLSv1_2 as the legacy version (RFC 8446 §5.1).
-            ProtocolVersion::TLSv1_2,
-            payload,
-        ))
+impl RecordAead for ChaCha {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
+        Ok(seal_with(self, nonce, aad, data))
     }
-
-    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
-        payload_len + 1 + TAG_LEN
-    }
-}
-
-impl MessageDecrypter for Decrypter {
-    fn decrypt<'a>(
-        &mut self,
-        mut msg: InboundOpaqueMessage<'a>,
-        seq: u64,
-    ) -> Result<InboundPlainMessage<'a>, Error> {
-        let payload = &mut msg.payload;
-        if payload.len() < TAG_LEN {
-            return Err(Error::DecryptError);
-        }
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(payload.len());
-        let plain_len = payload.len() - TAG_LEN;
-        let (data, tag) = payload.split_at_mut(plain_len);
-        let tag: &[u8; 16] = (&*tag).try_into().map_err(|_| Error::DecryptError)?;
-        open_with(&self.key, &nonce, &aad, data, tag).map_err(|_| Error::DecryptError)?;
-        payload.truncate(plain_len);
-        msg.into_tls13_unpadded_message()
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), ()> {
+        open_with(self, nonce, aad, data, tag)
     }
 }
 

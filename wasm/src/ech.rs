@@ -20,6 +20,7 @@ use rustls::crypto::hpke::{
 use rustls::internal::msgs::enums::{HpkeAead, HpkeKdf, HpkeKem};
 use rustls::internal::msgs::handshake::HpkeSymmetricCipherSuite;
 use rustls::Error;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The HPKE suites offered to rustls for ECH.
 pub static SUITES: [&dyn Hpke; 3] = [
@@ -50,7 +51,8 @@ impl KeyType for Len {
 
 /// `LabeledExtract(salt, label, ikm)` of RFC 9180 section 4.
 fn labeled_extract(suite_id: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Prk {
-    let mut labeled = Vec::with_capacity(7 + suite_id.len() + label.len() + ikm.len());
+    // Holds the (secret) input keying material: wiped on drop.
+    let mut labeled = Zeroizing::new(Vec::with_capacity(7 + suite_id.len() + label.len() + ikm.len()));
     labeled.extend_from_slice(b"HPKE-v1");
     labeled.extend_from_slice(suite_id);
     labeled.extend_from_slice(label);
@@ -87,7 +89,7 @@ impl RingHpke {
     }
 
     /// Encap (RFC 9180 section 4.1) to `pk_r`: (enc, shared_secret).
-    fn encap(&self, pk_r: &[u8]) -> Result<(Vec<u8>, [u8; 32]), Error> {
+    fn encap(&self, pk_r: &[u8]) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), Error> {
         if pk_r.len() != 32 {
             return Err(err("an X25519 public key is 32 bytes"));
         }
@@ -99,10 +101,10 @@ impl RingHpke {
         kem_suite.extend_from_slice(&KEM_ID.to_be_bytes());
         let mut kem_context = enc.clone();
         kem_context.extend_from_slice(pk_r);
-        let mut shared = [0u8; 32];
+        let mut shared = Zeroizing::new([0u8; 32]);
         agreement::agree_ephemeral(sk_e, &UnparsedPublicKey::new(&X25519, pk_r), |dh| {
             let eae_prk = labeled_extract(&kem_suite, b"", b"eae_prk", dh);
-            labeled_expand(&eae_prk, &kem_suite, b"shared_secret", &kem_context, &mut shared)
+            labeled_expand(&eae_prk, &kem_suite, b"shared_secret", &kem_context, &mut shared[..])
         })
         .map_err(|_| err("X25519 agreement"))??;
         Ok((enc, shared))
@@ -122,7 +124,7 @@ impl RingHpke {
         context.extend_from_slice(&info_hash);
         let secret = labeled_extract(&suite_id, shared, b"secret", b"");
         let alg = self.algorithm();
-        let mut key = vec![0u8; alg.key_len()];
+        let mut key = Zeroizing::new(vec![0u8; alg.key_len()]);
         labeled_expand(&secret, &suite_id, b"key", &context, &mut key)?;
         let mut nonce = [0u8; 12];
         labeled_expand(&secret, &suite_id, b"base_nonce", &context, &mut nonce)?;
@@ -151,6 +153,13 @@ struct Sealer {
     key: LessSafeKey,
     base_nonce: [u8; 12],
     seq: u64,
+}
+
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        // The AEAD key is ring's; the base nonce is ours.
+        self.base_nonce.zeroize();
+    }
 }
 
 impl std::fmt::Debug for Sealer {
@@ -192,7 +201,7 @@ impl Hpke for RingHpke {
         pub_key: &HpkePublicKey,
     ) -> Result<(EncapsulatedSecret, Box<dyn HpkeSealer + 'static>), Error> {
         let (enc, shared) = self.encap(&pub_key.0)?;
-        let (key, base_nonce) = self.key_schedule(&shared, info)?;
+        let (key, base_nonce) = self.key_schedule(&shared[..], info)?;
         Ok((EncapsulatedSecret(enc), Box::new(Sealer { key, base_nonce, seq: 0 })))
     }
 

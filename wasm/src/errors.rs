@@ -310,3 +310,131 @@ mod tests {
         assert_eq!(e.message, "the peer does not speak TLS: it sent \"SSH-2.0-OpenSSH_9.2\\r\\n\"");
     }
 }
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+    use rustls::{
+        AlertDescription, CertRevocationListError, ContentType, HandshakeType, InvalidMessage,
+        OtherError, PeerIncompatible, PeerMisbehaved,
+    };
+
+    fn code(e: Error) -> &'static str {
+        let m = from_rustls(&e);
+        assert!(matches!(m.kind, ErrorKind::Tls));
+        m.code
+    }
+
+    #[test]
+    fn rustls_errors_to_codes() {
+        use CertificateError as C;
+        let t = UnixTime::since_unix_epoch(core::time::Duration::from_secs(1_000_000_000));
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::InvalidCertificate(C::UnknownIssuer), "UnknownIssuer"),
+            (Error::InvalidCertificate(C::NotValidForName), "NotValidForName"),
+            (Error::InvalidCertificate(C::Expired), "Expired"),
+            (Error::InvalidCertificate(C::ExpiredContext { time: t, not_after: t }), "Expired"),
+            (Error::InvalidCertificate(C::NotValidYet), "NotValidYet"),
+            (Error::InvalidCertificate(C::NotValidYetContext { time: t, not_before: t }), "NotValidYet"),
+            (Error::InvalidCertificate(C::InvalidPurpose), "InvalidPurpose"),
+            (Error::InvalidCertificate(C::BadSignature), "BadSignature"),
+            (Error::InvalidCertificate(C::BadEncoding), "BadCertificate"),
+            (Error::InvalidCertificate(C::Revoked), "BadCertificate"),
+            (Error::InvalidCertRevocationList(CertRevocationListError::BadSignature), "BadCertificate"),
+            (Error::AlertReceived(AlertDescription::HandshakeFailure), "AlertReceived"),
+            (Error::NoApplicationProtocol, "NoApplicationProtocol"),
+            (Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon), "PeerIncompatible"),
+            (Error::InvalidMessage(InvalidMessage::InvalidContentType), "BadInput"),
+            (
+                Error::InappropriateMessage { expect_types: vec![ContentType::Handshake], got_type: ContentType::Alert },
+                "BadInput",
+            ),
+            (
+                Error::InappropriateHandshakeMessage {
+                    expect_types: vec![HandshakeType::ServerHello],
+                    got_type: HandshakeType::Finished,
+                },
+                "BadInput",
+            ),
+            (Error::DecryptError, "BadInput"),
+            (Error::PeerSentOversizedRecord, "BadInput"),
+            (Error::PeerMisbehaved(PeerMisbehaved::InvalidKeyShare), "ProtocolViolation"),
+            (Error::NoCertificatesPresented, "NoCertificatesPresented"),
+            (Error::UnsupportedNameType, "NotValidForName"),
+            (Error::General("incompatible signing key".into()), "PeerIncompatible"),
+            (Error::General("something else".into()), "TlsFailure"),
+            (Error::EncryptError, "TlsFailure"),
+            (Error::FailedToGetRandomBytes, "TlsFailure"),
+            (Error::HandshakeNotComplete, "TlsFailure"),
+            (Error::Other(OtherError(std::sync::Arc::new(std::fmt::Error))), "TlsFailure"),
+        ];
+        for (e, want) in cases {
+            let shown = format!("{e:?}");
+            assert_eq!(code(e), want, "{shown}");
+        }
+    }
+
+    #[test]
+    fn alerts_are_named() {
+        let m = from_rustls(&Error::AlertReceived(AlertDescription::HandshakeFailure));
+        assert_eq!(m.alert, Some("handshake_failure"));
+        let m = from_rustls(&Error::AlertReceived(AlertDescription::CertificateRequired));
+        assert_eq!(m.alert, Some("certificate_required"));
+        let m = from_rustls(&Error::AlertReceived(AlertDescription::Unknown(222)));
+        assert_eq!(m.alert, Some("unknown"));
+        assert_eq!(from_rustls(&Error::DecryptError).alert, None);
+        for (n, name) in [(0, "close_notify"), (48, "unknown_ca"), (120, "no_application_protocol"), (121, "ech_required")] {
+            assert_eq!(alert_name(n), name);
+        }
+        // The message is rustls's own.
+        assert_eq!(from_rustls(&Error::DecryptError).message, Error::DecryptError.to_string());
+    }
+
+    #[test]
+    fn validity_messages_have_iso_dates() {
+        let at = |s: u64| UnixTime::since_unix_epoch(core::time::Duration::from_secs(s));
+        let m = from_rustls(&Error::InvalidCertificate(CertificateError::ExpiredContext {
+            time: at(1_764_583_151),
+            not_after: at(978_307_200),
+        }));
+        assert_eq!(m.code, "Expired");
+        assert_eq!(
+            m.message,
+            "invalid peer certificate: expired: it is not valid after 2001-01-01T00:00:00Z, and the time is 2025-12-01T09:59:11Z"
+        );
+        let m = from_rustls(&Error::InvalidCertificate(CertificateError::NotValidYetContext {
+            time: at(0),
+            not_before: at(951_782_400),
+        }));
+        assert_eq!(m.code, "NotValidYet");
+        assert_eq!(
+            m.message,
+            "invalid peer certificate: not valid yet: it is not valid before 2000-02-29T00:00:00Z, and the time is 1970-01-01T00:00:00Z"
+        );
+        // Without context: rustls's message.
+        let e = Error::InvalidCertificate(CertificateError::Expired);
+        assert_eq!(from_rustls(&e).message, e.to_string());
+    }
+
+    #[test]
+    fn more_dates() {
+        // End of days, leap years (1900 and 2100 are not, 2000 is).
+        assert_eq!(iso8601(86_399), "1970-01-01T23:59:59Z");
+        assert_eq!(iso8601(1_709_164_800), "2024-02-29T00:00:00Z");
+        assert_eq!(iso8601(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(iso8601(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn echo_is_explained_to_a_client() {
+        let mut h = Head::default();
+        h.note(&[22, 3, 1, 0, 100, 1, 0, 0, 96]);
+        let e = h.explain(EngineError::tls("BadInput", "x".into()), true);
+        assert!(e.message.starts_with("the peer does not speak TLS: it sent a ClientHello back"), "{}", e.message);
+        // A server is not told so, nor another code.
+        let e = h.explain(EngineError::tls("BadInput", "x".into()), false);
+        assert_eq!(e.message, "x");
+        let e = h.explain(EngineError::tls("UnknownIssuer", "y".into()), true);
+        assert_eq!((e.code, e.message.as_str()), ("UnknownIssuer", "y"));
+    }
+}

@@ -27,14 +27,12 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use rustls::crypto::cipher::{
-    make_tls13_aad, AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter,
-    MessageEncrypter, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
-    Tls13AeadAlgorithm, UnsupportedOperationError,
+    AeadKey, Iv, MessageDecrypter, MessageEncrypter, Tls13AeadAlgorithm, UnsupportedOperationError,
 };
 use rustls::crypto::CipherSuiteCommon;
-use rustls::{ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, Tls13CipherSuite};
+use rustls::{ConnectionTrafficSecrets, Tls13CipherSuite};
 
-const TAG_LEN: usize = 16;
+use crate::tls13_record::{Decrypter, Encrypter, RecordAead, TAG_LEN};
 
 /// The AEAD algorithms the host may provide (the `alg` of the imports).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -222,7 +220,7 @@ impl Tls13AeadAlgorithm for HostAead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         if enabled(self.alg) {
             if let Some(key) = HostKey::new(self.alg, key.as_ref()) {
-                return Box::new(Encrypter { key, iv });
+                return Box::new(Encrypter { aead: key, iv });
             }
         }
         self.fallback.encrypter(key, iv)
@@ -231,7 +229,7 @@ impl Tls13AeadAlgorithm for HostAead {
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         if enabled(self.alg) {
             if let Some(key) = HostKey::new(self.alg, key.as_ref()) {
-                return Box::new(Decrypter { key, iv });
+                return Box::new(Decrypter { aead: key, iv });
             }
         }
         self.fallback.decrypter(key, iv)
@@ -254,66 +252,18 @@ impl Tls13AeadAlgorithm for HostAead {
     }
 }
 
-struct Encrypter {
-    key: HostKey,
-    iv: Iv,
-}
-
-struct Decrypter {
-    key: HostKey,
-    iv: Iv,
-}
-
-impl MessageEncrypter for Encrypter {
-    fn encrypt(
-        &mut self,
-        msg: OutboundPlainMessage<'_>,
-        seq: u64,
-    ) -> Result<OutboundOpaqueMessage, Error> {
-        let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(total_len);
-        payload.extend_from_chunks(&msg.payload);
-        payload.extend_from_slice(&msg.typ.to_array());
-        let tag = self
-            .key
-            .seal(&nonce, &aad, payload.as_mut())
-            .map_err(|_| Error::EncryptError)?;
-        payload.extend_from_slice(&tag);
-        Ok(OutboundOpaqueMessage::new(
-            ContentType::ApplicationData,
-            // TLS 1.3 records carry TLSv1_2 as the legacy version (RFC 8446 §5.1).
-            ProtocolVersion::TLSv1_2,
-            payload,
-        ))
+impl RecordAead for HostKey {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
+        HostKey::seal(self, nonce, aad, data)
     }
-
-    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
-        payload_len + 1 + TAG_LEN
-    }
-}
-
-impl MessageDecrypter for Decrypter {
-    fn decrypt<'a>(
-        &mut self,
-        mut msg: InboundOpaqueMessage<'a>,
-        seq: u64,
-    ) -> Result<InboundPlainMessage<'a>, Error> {
-        let payload = &mut msg.payload;
-        if payload.len() < TAG_LEN {
-            return Err(Error::DecryptError);
-        }
-        let nonce = Nonce::new(&self.iv, seq).0;
-        let aad = make_tls13_aad(payload.len());
-        let plain_len = payload.len() - TAG_LEN;
-        let (data, tag) = payload.split_at_mut(plain_len);
-        let tag: &[u8; 16] = (&*tag).try_into().map_err(|_| Error::DecryptError)?;
-        self.key
-            .open(&nonce, &aad, data, tag)
-            .map_err(|_| Error::DecryptError)?;
-        payload.truncate(plain_len);
-        msg.into_tls13_unpadded_message()
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), ()> {
+        HostKey::open(self, nonce, aad, data, tag)
     }
 }
 
@@ -491,5 +441,111 @@ mod tests {
         assert_eq!(selftest(), 0);
         set_enabled(0);
         assert!(!enabled(Alg::Aes128Gcm));
+    }
+}
+
+#[cfg(test)]
+mod vector_tests {
+    use super::*;
+
+    /// The GCM specification's other 96-bit-IV test cases (1-3: AES-128,
+    /// 13-15: AES-256; "The Galois/Counter Mode of Operation", McGrew and
+    /// Viega, appendix B), without AAD.
+    fn gcm_vectors() -> Vec<Vector> {
+        let p3 = concat!(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72",
+            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255"
+        );
+        let v = |alg, key: &str, nonce_hex: &str, p: &str, c: &str| Vector {
+            alg,
+            key: leak(key),
+            nonce: nonce(nonce_hex),
+            aad: &[],
+            plaintext: leak(p),
+            sealed: leak(c),
+        };
+        let z12 = "000000000000000000000000";
+        let k128 = "feffe9928665731c6d6a8f9467308308";
+        let k256 = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308";
+        vec![
+            v(Alg::Aes128Gcm, "00000000000000000000000000000000", z12, "", "58e2fccefa7e3061367f1d57a4e7455a"),
+            v(
+                Alg::Aes128Gcm,
+                "00000000000000000000000000000000",
+                z12,
+                "00000000000000000000000000000000",
+                "0388dace60b6a392f328c2b971b2fe78ab6e47d42cec13bdf53a67b21257bddf",
+            ),
+            v(
+                Alg::Aes128Gcm,
+                k128,
+                "cafebabefacedbaddecaf888",
+                p3,
+                concat!(
+                    "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e",
+                    "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+                    "4d5c2af327cd64a62cf35abd2ba6fab4"
+                ),
+            ),
+            v(
+                Alg::Aes256Gcm,
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                z12,
+                "",
+                "530f8afbc74536b9a963b4f1c4cb738b",
+            ),
+            v(
+                Alg::Aes256Gcm,
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                z12,
+                "00000000000000000000000000000000",
+                "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919",
+            ),
+            v(
+                Alg::Aes256Gcm,
+                k256,
+                "cafebabefacedbaddecaf888",
+                p3,
+                concat!(
+                    "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa",
+                    "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+                    "b094dac5d93471bdec1a502270e3cc6c"
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn ring_matches_more_gcm_vectors() {
+        for (i, v) in gcm_vectors().iter().enumerate() {
+            assert!(ring_agrees(v), "GCM vector {i}");
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_is_noticed() {
+        // The comparison is of every byte: ciphertext (start, middle) and tag.
+        for v in vectors().into_iter().chain(gcm_vectors()) {
+            let mut sealed = v.sealed.to_vec();
+            for i in [0, sealed.len() / 2, sealed.len() - 1] {
+                sealed[i] ^= 1;
+                let bad = Vector { sealed: Box::leak(sealed.clone().into_boxed_slice()), ..v };
+                assert!(!ring_agrees(&bad), "{:?} byte {i}", v.alg);
+                sealed[i] ^= 1;
+            }
+        }
+    }
+
+    #[test]
+    fn ring_opens_the_rfc8439_vector() {
+        use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, CHACHA20_POLY1305};
+        let v = &vectors()[0];
+        assert_eq!(v.alg, Alg::Chacha20Poly1305);
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, v.key).unwrap());
+        let mut data = v.sealed.to_vec();
+        let plain = key
+            .open_in_place(RingNonce::assume_unique_for_key(v.nonce), Aad::from(v.aad), &mut data)
+            .unwrap();
+        assert_eq!(plain, v.plaintext);
     }
 }

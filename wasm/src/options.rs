@@ -2,7 +2,7 @@
 //! configs.
 //!
 //! Encoding: a sequence of fields `tag: u8, len: u32 LE, bytes[len]`.
-//! Repeatable tags accumulate. Tags:
+//! Repeatable tags accumulate. Tags (their values are `abi::TAG_*`):
 //! - 1: trusted CA certificates, PEM (client; default: webpki-roots)
 //! - 2: an ALPN protocol (client and server)
 //! - 3: certificate chain, PEM (client mTLS / server)
@@ -36,6 +36,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
+use crate::abi;
 use crate::errors::{excerpt_max, ordinal, EngineError};
 use rustls::pki_types::pem;
 use crate::verify_cache::CachingVerifier;
@@ -68,6 +69,23 @@ fn bad(msg: impl Into<String>) -> EngineError {
     EngineError::options(msg.into())
 }
 
+// The tags as bytes, for the match below (values in abi.rs).
+const T_CA: u8 = abi::tag(abi::TAG_CA);
+const T_ALPN: u8 = abi::tag(abi::TAG_ALPN);
+const T_CERT: u8 = abi::tag(abi::TAG_CERT);
+const T_KEY: u8 = abi::tag(abi::TAG_KEY);
+const T_INSECURE: u8 = abi::tag(abi::TAG_INSECURE);
+const T_CLIENT_CA: u8 = abi::tag(abi::TAG_CLIENT_CA);
+const T_TLS12_ONLY: u8 = abi::tag(abi::TAG_TLS12_ONLY);
+const T_CIPHER_SUITE: u8 = abi::tag(abi::TAG_CIPHER_SUITE);
+const T_MIN_VERSION: u8 = abi::tag(abi::TAG_MIN_VERSION);
+const T_MAX_VERSION: u8 = abi::tag(abi::TAG_MAX_VERSION);
+const T_KX_GROUP: u8 = abi::tag(abi::TAG_KX_GROUP);
+const T_KEY_LOG: u8 = abi::tag(abi::TAG_KEY_LOG);
+const T_NO_RESUMPTION: u8 = abi::tag(abi::TAG_NO_RESUMPTION);
+const T_ECH_CONFIG_LIST: u8 = abi::tag(abi::TAG_ECH_CONFIG_LIST);
+const T_CLIENT_AUTH_OPTIONAL: u8 = abi::tag(abi::TAG_CLIENT_AUTH_OPTIONAL);
+
 fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
     let mut o = Options::default();
     while !b.is_empty() {
@@ -82,26 +100,26 @@ fn decode(mut b: &[u8]) -> Result<Options<'_>, EngineError> {
         let v = &b[5..5 + len];
         b = &b[5 + len..];
         match tag {
-            1 => o.ca_certs.push(v),
-            2 => {
+            T_CA => o.ca_certs.push(v),
+            T_ALPN => {
                 if v.is_empty() || v.len() > 255 {
                     return Err(bad("an ALPN protocol must be 1 to 255 bytes long"));
                 }
                 o.alpn.push(v.to_vec())
             }
-            3 => o.cert = Some(v),
-            4 => o.key = Some(v),
-            5 => o.unsafely_ignore = true,
-            6 => o.client_ca_certs.push(v),
-            7 => o.tls12_only = true,
-            8 => o.cipher_suites.push(utf8(v, "a cipher suite name")?),
-            9 => o.min_version = Some(utf8(v, "minVersion")?),
-            10 => o.max_version = Some(utf8(v, "maxVersion")?),
-            11 => o.kx_groups.push(utf8(v, "a key exchange group name")?),
-            12 => o.key_log = true,
-            13 => o.no_resumption = true,
-            14 => o.ech_config_list = Some(v),
-            16 => o.client_auth_optional = true,
+            T_CERT => o.cert = Some(v),
+            T_KEY => o.key = Some(v),
+            T_INSECURE => o.unsafely_ignore = true,
+            T_CLIENT_CA => o.client_ca_certs.push(v),
+            T_TLS12_ONLY => o.tls12_only = true,
+            T_CIPHER_SUITE => o.cipher_suites.push(utf8(v, "a cipher suite name")?),
+            T_MIN_VERSION => o.min_version = Some(utf8(v, "minVersion")?),
+            T_MAX_VERSION => o.max_version = Some(utf8(v, "maxVersion")?),
+            T_KX_GROUP => o.kx_groups.push(utf8(v, "a key exchange group name")?),
+            T_KEY_LOG => o.key_log = true,
+            T_NO_RESUMPTION => o.no_resumption = true,
+            T_ECH_CONFIG_LIST => o.ech_config_list = Some(v),
+            T_CLIENT_AUTH_OPTIONAL => o.client_auth_optional = true,
             _ => return Err(bad(format!("unknown option tag {tag}"))),
         }
     }
@@ -429,7 +447,9 @@ pub fn client_config(b: &[u8]) -> Result<Arc<ClientConfig>, EngineError> {
     cfg.resumption = if o.no_resumption {
         Resumption::disabled()
     } else {
-        Resumption::in_memory_sessions(64)
+        Resumption::store(Arc::new(SessionsWithoutKxHints(
+            rustls::client::ClientSessionMemoryCache::new(64),
+        )))
     };
     if o.key_log {
         cfg.key_log = Arc::new(crate::keylog::BufferedKeyLog);
@@ -542,6 +562,59 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// rustls' in-memory session cache without its key exchange hints. A hint
+/// makes the next ClientHello to that server carry a key share for the group
+/// used last time (x25519, say) while still listing X25519MLKEM768 first; a
+/// rustls server then answers with a HelloRetryRequest for the hybrid, and
+/// when its suite cannot resume the ticket's, rustls' client withdraws its
+/// PSK, which rustls' server refuses (`MissingPskExtensionInSecondClientHello`).
+/// Without hints every ClientHello carries the default shares (the hybrid and
+/// its x25519 component), which every server we meet can answer at once.
+#[derive(Debug)]
+struct SessionsWithoutKxHints(rustls::client::ClientSessionMemoryCache);
+
+impl rustls::client::ClientSessionStore for SessionsWithoutKxHints {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.0.set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.0.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.0.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.0.take_tls13_ticket(server_name)
     }
 }
 
@@ -686,5 +759,138 @@ mod tests {
         let (c2, _) = handshake(off, sc);
         assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
         assert_eq!(c2.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    fn field(tag: i32, v: &[u8]) -> Vec<u8> {
+        let mut out = vec![abi::tag(tag)];
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+        out
+    }
+
+    fn err(b: &[u8]) -> String {
+        match decode(b) {
+            Ok(_) => panic!("decoded {b:?}"),
+            Err(e) => {
+                assert!(matches!(e.kind, crate::errors::ErrorKind::Options));
+                e.message
+            }
+        }
+    }
+
+    #[test]
+    fn every_tag() {
+        let mut b = Vec::new();
+        for (tag, v) in [
+            (abi::TAG_CA, &b"ca1"[..]),
+            (abi::TAG_CA, b"ca2"),
+            (abi::TAG_ALPN, b"h2"),
+            (abi::TAG_ALPN, b"http/1.1"),
+            (abi::TAG_CERT, b"cert"),
+            (abi::TAG_KEY, b"key"),
+            (abi::TAG_INSECURE, b""),
+            (abi::TAG_CLIENT_CA, b"cca"),
+            (abi::TAG_TLS12_ONLY, b""),
+            (abi::TAG_CIPHER_SUITE, b"TLS_AES_128_GCM_SHA256"),
+            (abi::TAG_CIPHER_SUITE, b"TLS_AES_256_GCM_SHA384"),
+            (abi::TAG_MIN_VERSION, b"TLSv1.2"),
+            (abi::TAG_MAX_VERSION, b"TLSv1.3"),
+            (abi::TAG_KX_GROUP, b"x25519"),
+            (abi::TAG_KEY_LOG, b""),
+            (abi::TAG_NO_RESUMPTION, b""),
+            (abi::TAG_ECH_CONFIG_LIST, b"\x00\x01"),
+            (abi::TAG_CLIENT_AUTH_OPTIONAL, b""),
+        ] {
+            b.extend(field(tag, v));
+        }
+        let o = decode(&b).unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(o.ca_certs, [&b"ca1"[..], b"ca2"]);
+        assert_eq!(o.alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(o.cert, Some(&b"cert"[..]));
+        assert_eq!(o.key, Some(&b"key"[..]));
+        assert!(o.unsafely_ignore);
+        assert_eq!(o.client_ca_certs, [&b"cca"[..]]);
+        assert!(o.tls12_only);
+        assert_eq!(o.cipher_suites, ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]);
+        assert_eq!(o.min_version, Some("TLSv1.2"));
+        assert_eq!(o.max_version, Some("TLSv1.3"));
+        assert_eq!(o.kx_groups, ["x25519"]);
+        assert!(o.key_log);
+        assert!(o.no_resumption);
+        assert_eq!(o.ech_config_list, Some(&b"\x00\x01"[..]));
+        assert!(o.client_auth_optional);
+        // Nothing given: the defaults.
+        let o = decode(&[]).unwrap_or_else(|e| panic!("{}", e.message));
+        assert!(o.ca_certs.is_empty() && o.alpn.is_empty() && o.cert.is_none());
+        assert!(!o.unsafely_ignore && !o.tls12_only && !o.key_log && !o.no_resumption);
+        assert!(!o.client_auth_optional && o.ech_config_list.is_none());
+    }
+
+    #[test]
+    fn truncation() {
+        let whole = field(abi::TAG_ALPN, b"h2");
+        for cut in 1..whole.len() {
+            assert_eq!(err(&whole[..cut]), "truncated options", "cut at {cut}");
+            // After a complete field too.
+            let mut b = field(abi::TAG_KEY_LOG, b"");
+            b.extend_from_slice(&whole[..cut]);
+            assert_eq!(err(&b), "truncated options", "cut at {cut}");
+        }
+        // A length beyond the input, even u32::MAX, is not trusted.
+        let mut b = vec![abi::tag(abi::TAG_CA)];
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        b.extend_from_slice(b"abc");
+        assert_eq!(err(&b), "truncated options");
+    }
+
+    #[test]
+    fn unknown_tags() {
+        for tag in [0u8, 15, 17, 100, 255] {
+            let mut b = vec![tag];
+            b.extend_from_slice(&0u32.to_le_bytes());
+            assert_eq!(err(&b), format!("unknown option tag {tag}"));
+        }
+    }
+
+    #[test]
+    fn bad_values() {
+        assert_eq!(err(&field(abi::TAG_ALPN, b"")), "an ALPN protocol must be 1 to 255 bytes long");
+        assert_eq!(err(&field(abi::TAG_ALPN, &[b'a'; 256])), "an ALPN protocol must be 1 to 255 bytes long");
+        assert!(decode(&field(abi::TAG_ALPN, &[b'a'; 255])).is_ok());
+        for (tag, what) in [
+            (abi::TAG_CIPHER_SUITE, "a cipher suite name"),
+            (abi::TAG_MIN_VERSION, "minVersion"),
+            (abi::TAG_MAX_VERSION, "maxVersion"),
+            (abi::TAG_KX_GROUP, "a key exchange group name"),
+        ] {
+            assert_eq!(err(&field(tag, b"\xff\xfe")), format!("{what} is not UTF-8"));
+        }
+    }
+
+    #[test]
+    fn bad_names() {
+        let msg = |f: &[(i32, &[u8])]| {
+            let b: Vec<u8> = f.iter().flat_map(|(t, v)| field(*t, v)).collect();
+            let e = client_config(&b).expect_err("an error");
+            assert!(matches!(e.kind, crate::errors::ErrorKind::Options));
+            e.message
+        };
+        assert!(msg(&[(abi::TAG_CIPHER_SUITE, b"TLS_RC4")]).contains("\"TLS_RC4\""));
+        assert!(msg(&[(abi::TAG_KX_GROUP, b"ffdhe1024")]).contains("\"ffdhe1024\""));
+        assert!(msg(&[(abi::TAG_MIN_VERSION, b"SSLv3")]).contains("\"SSLv3\""));
+        assert!(msg(&[(abi::TAG_MAX_VERSION, b"TLSv1.4")]).contains("\"TLSv1.4\""));
+        assert!(msg(&[(abi::TAG_CERT, b"x")]).contains("cert and key must be given together"));
+        // Names are exact for suites, case-insensitive for groups.
+        assert!(client_config(&field(abi::TAG_KX_GROUP, b"X25519")).is_ok());
+        let b: Vec<u8> = field(abi::TAG_CIPHER_SUITE, b"tls_aes_128_gcm_sha256");
+        assert!(client_config(&b).is_err());
+        // The server needs a certificate and key.
+        let e = server_config(&[]).expect_err("an error");
+        assert!(matches!(e.kind, crate::errors::ErrorKind::Options));
     }
 }

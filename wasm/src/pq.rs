@@ -23,6 +23,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::ffdhe_groups::FfdheGroup;
 use rustls::{Error, NamedGroup, PeerMisbehaved, ProtocolVersion};
+use zeroize::Zeroizing;
 
 /// ML-KEM-768 encapsulation key length.
 const EK_LEN: usize = 1184;
@@ -45,10 +46,11 @@ fn invalid_share() -> Error {
     Error::PeerMisbehaved(PeerMisbehaved::InvalidKeyShare)
 }
 
-fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut b = [0u8; N];
+/// `N` random bytes, wiped on drop (they are seeds of secrets).
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, Error> {
+    let mut b = Zeroizing::new([0u8; N]);
     SystemRandom::new()
-        .fill(&mut b)
+        .fill(&mut b[..])
         .map_err(|_| Error::FailedToGetRandomBytes)?;
     Ok(b)
 }
@@ -57,7 +59,8 @@ impl SupportedKxGroup for X25519MlKem768 {
     /// Client: a fresh ML-KEM-768 key pair and X25519 key pair.
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
         let x25519 = classical().start()?;
-        let dk = DecapsulationKey::from_seed(Seed::from(random::<64>()?));
+        // The decapsulation key wipes itself on drop (ml-kem's "zeroize").
+        let dk = DecapsulationKey::from_seed(Seed::from(*random::<64>()?));
         let ek = dk.encapsulation_key().to_bytes();
         let mut share = Vec::with_capacity(EK_LEN + X25519_LEN);
         share.extend_from_slice(&ek);
@@ -73,8 +76,9 @@ impl SupportedKxGroup for X25519MlKem768 {
         let (ek, x) = client_share.split_at(EK_LEN);
         let ek = Key::<EncapsulationKey>::try_from(ek).map_err(|_| invalid_share())?;
         let ek = EncapsulationKey::new(&ek).map_err(|_| invalid_share())?;
-        let m = B32::from(random::<32>()?);
+        let m = Zeroizing::new(B32::from(*random::<32>()?));
         let (ct, pq_secret) = ek.encapsulate_deterministic(&m);
+        let pq_secret = Zeroizing::new(pq_secret);
         let cl = classical().start_and_complete(x)?;
         let mut share = Vec::with_capacity(CT_LEN + X25519_LEN);
         share.extend_from_slice(&ct);
@@ -116,7 +120,7 @@ impl ActiveKeyExchange for Active {
         }
         let (ct, x) = server_share.split_at(CT_LEN);
         let ct = Ciphertext::try_from(ct).map_err(|_| invalid_share())?;
-        let pq_secret = self.dk.decapsulate(&ct);
+        let pq_secret = Zeroizing::new(self.dk.decapsulate(&ct));
         let cl = self.x25519.complete(x)?;
         let mut secret = Vec::with_capacity(64);
         secret.extend_from_slice(&pq_secret);
@@ -169,6 +173,51 @@ use std::sync::{Arc, OnceLock};
 
 thread_local! {
     static CLIENT_OFFERS_HYBRID: Cell<bool> = const { Cell::new(false) };
+    static CLIENT_OFFERS_PSK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes, before the engine processes a server connection's bytes, whether
+/// its ClientHello offers a PSK (a resumption). Such a ClientHello is not
+/// pushed to the hybrid: after a HelloRetryRequest whose suite cannot resume
+/// the ticket's, rustls's client withdraws the PSK and rustls's server
+/// refuses that (`MissingPskExtensionInSecondClientHello`), so a resuming
+/// client (a ticket from another server of the same name, say) would fail.
+pub fn set_client_offers_psk(offers: bool) {
+    CLIENT_OFFERS_PSK.with(|c| c.set(offers));
+}
+
+/// Whether the first TLS record in `b` is a ClientHello with a
+/// pre_shared_key extension; true when `b` cannot be read as a whole
+/// ClientHello (the safe answer: no HelloRetryRequest is forced).
+pub fn client_hello_offers_psk(b: &[u8]) -> bool {
+    fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
+    }
+    fn parse(b: &[u8]) -> Option<bool> {
+        if *b.first()? != 22 {
+            return None;
+        }
+        let body = b.get(5..5 + u16_at(b, 3)?)?;
+        if *body.first()? != 1 {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, *body.get(1)?, *body.get(2)?, *body.get(3)?]) as usize;
+        let m = body.get(4..4 + len)?;
+        let mut i = 2 + 32; // legacy_version, random
+        i += 1 + *m.get(i)? as usize; // legacy_session_id
+        i += 2 + u16_at(m, i)?; // cipher_suites
+        i += 1 + *m.get(i)? as usize; // legacy_compression_methods
+        let exts = m.get(i + 2..i + 2 + u16_at(m, i)?)?;
+        let mut j = 0;
+        while j + 4 <= exts.len() {
+            if u16_at(exts, j)? == 41 {
+                return Some(true);
+            }
+            j += 4 + u16_at(exts, j + 2)?;
+        }
+        Some(false)
+    }
+    parse(b).unwrap_or(true)
 }
 
 /// A server's cert resolver that notes whether the ClientHello lists the
@@ -183,7 +232,8 @@ impl rustls::server::ResolvesServerCert for PreferHybrid {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let offers = hello
             .named_groups()
-            .is_some_and(|g| g.contains(&NamedGroup::X25519MLKEM768));
+            .is_some_and(|g| g.contains(&NamedGroup::X25519MLKEM768))
+            && !CLIENT_OFFERS_PSK.with(|c| c.get());
         CLIENT_OFFERS_HYBRID.with(|c| c.set(offers));
         self.0.resolve(hello)
     }
@@ -275,5 +325,36 @@ mod tests {
         let secret = client.complete(&server.pub_key).unwrap();
         assert_ne!(secret.secret_bytes(), server.secret.secret_bytes());
         assert!(!X25519MLKEM768.usable_for_version(ProtocolVersion::TLSv1_2));
+    }
+    /// A ClientHello record with these extensions (type, body).
+    fn hello(exts: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut e = Vec::new();
+        for (t, body) in exts {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            e.extend_from_slice(body);
+        }
+        let mut m = vec![3, 3];
+        m.extend_from_slice(&[7; 32]);
+        m.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        m.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        m.extend_from_slice(&e);
+        let mut hs = vec![1, 0, (m.len() >> 8) as u8, m.len() as u8];
+        hs.extend_from_slice(&m);
+        let mut rec = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn a_client_hello_with_a_psk_is_told_from_one_without() {
+        let without = hello(&[(10, &[0, 2, 0x11, 0xec]), (43, &[2, 3, 4])]);
+        assert!(!client_hello_offers_psk(&without));
+        let with = hello(&[(10, &[0, 2, 0x11, 0xec]), (41, &[0; 8])]);
+        assert!(client_hello_offers_psk(&with));
+        // What cannot be read whole is taken as offering one (no HRR forced).
+        assert!(client_hello_offers_psk(&without[..without.len() - 1]));
+        assert!(client_hello_offers_psk(b"GET / HTTP/1.1"));
+        assert!(client_hello_offers_psk(&[]));
     }
 }

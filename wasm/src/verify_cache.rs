@@ -296,3 +296,158 @@ mod der {
         Some(days * 86_400 + hour * 3600 + minute * 60 + second)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::der::validity;
+    use super::validity_window;
+    use crate::errors::iso8601;
+    use rustls::pki_types::pem::PemObject;
+
+    /// `openssl x509`'s notBefore / notAfter of a fixture, ISO 8601.
+    fn openssl_dates(name: &str) -> (String, String) {
+        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", "-in", &path])
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let get = |k: &str| -> String {
+            let v = text.lines().find_map(|l| l.strip_prefix(k)).expect(k);
+            v.replace(' ', "T")
+        };
+        (get("notBefore="), get("notAfter="))
+    }
+
+    fn der(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let c = rustls::pki_types::CertificateDer::from_pem_file(&path).expect(&path);
+        c.as_ref().to_vec()
+    }
+
+    #[test]
+    fn fixtures_agree_with_openssl() {
+        // UTCTime and (after 2049) GeneralizedTime, expired and not yet valid.
+        for name in ["ca.pem", "localhost.pem", "rsa.pem", "expired.pem", "notyet.pem", "selfsigned.pem"] {
+            let (nb, na) = validity(&der(name)).unwrap_or_else(|| panic!("{name}: no validity"));
+            assert_eq!((iso8601(nb), iso8601(na)), openssl_dates(name), "{name}");
+        }
+        let (ca, leaf) = (der("ca.pem"), der("expired.pem"));
+        let (lo, hi) = validity_window([&ca[..], &leaf[..]].into_iter()).unwrap();
+        let (a, b) = (validity(&ca).unwrap(), validity(&leaf).unwrap());
+        assert_eq!((lo, hi), (a.0.max(b.0), a.1.min(b.1)));
+        assert_eq!(validity_window(std::iter::empty()), Some((0, u64::MAX)));
+    }
+
+    /// A certificate skeleton around a validity of two times (tag, text).
+    fn cert(t1: (u8, &str), t2: (u8, &str), version: bool) -> Vec<u8> {
+        fn tlv(tag: u8, v: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if v.len() < 0x80 {
+                out.push(v.len() as u8);
+            } else {
+                // Long form, as DER does beyond 127 bytes.
+                out.extend([0x82, (v.len() >> 8) as u8, v.len() as u8]);
+            }
+            out.extend_from_slice(v);
+            out
+        }
+        let mut validity = tlv(t1.0, t1.1.as_bytes());
+        validity.extend(tlv(t2.0, t2.1.as_bytes()));
+        let mut tbs = Vec::new();
+        if version {
+            tbs.extend(tlv(0xa0, &tlv(0x02, &[2])));
+        }
+        tbs.extend(tlv(0x02, &[1, 2, 3]));
+        tbs.extend(tlv(0x30, &[0x06, 0x01, 0x00]));
+        tbs.extend(tlv(0x30, &[0u8; 200])); // a long issuer
+        tbs.extend(tlv(0x30, &validity));
+        tbs.extend(tlv(0x30, b"subject and the rest"));
+        let mut c = tlv(0x30, &tbs);
+        c.extend(tlv(0x30, b"sigalg"));
+        tlv(0x30, &c)
+    }
+
+    const UTC: u8 = 0x17;
+    const GEN: u8 = 0x18;
+
+    #[test]
+    fn times() {
+        let v = |t1, t2| validity(&cert(t1, t2, true)).map(|(a, b)| (iso8601(a), iso8601(b)));
+        let ok = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            v((UTC, "250101000000Z"), (GEN, "20991231235959Z")),
+            ok("2025-01-01T00:00:00Z", "2099-12-31T23:59:59Z")
+        );
+        // UTCTime: YY >= 50 is 19YY (RFC 5280 4.1.2.5.1).
+        assert_eq!(
+            v((UTC, "900101000000Z"), (UTC, "491231235959Z")),
+            ok("1990-01-01T00:00:00Z", "2049-12-31T23:59:59Z")
+        );
+        assert_eq!(
+            v((UTC, "000229120000Z"), (GEN, "21000301000000Z")),
+            ok("2000-02-29T12:00:00Z", "2100-03-01T00:00:00Z")
+        );
+        // No version field (v1 certificates) parses too.
+        assert!(validity(&cert((UTC, "250101000000Z"), (UTC, "260101000000Z"), false)).is_some());
+        // Before 1970 (UTCTime 50..69 too): not representable, refused.
+        assert_eq!(v((GEN, "19690101000000Z"), (UTC, "260101000000Z")), None);
+        assert_eq!(v((UTC, "500101000000Z"), (UTC, "260101000000Z")), None);
+    }
+
+    #[test]
+    fn bad_times_are_refused() {
+        let good = (UTC, "250101000000Z");
+        for bad in [
+            (UTC, "2501010000Z"),      // no seconds
+            (UTC, "250101000000"),     // no Z
+            (UTC, "250101000000+0100"), // an offset
+            (UTC, "25010100000aZ"),    // not a digit
+            (UTC, "251301000000Z"),    // month 13
+            (UTC, "250100000000Z"),    // day 0
+            (UTC, "250132000000Z"),    // day 32
+            (UTC, "250101240000Z"),    // hour 24
+            (UTC, "250101006000Z"),    // minute 60
+            (UTC, "250101000060Z"),    // second 60
+            (GEN, "20250101000000.5Z"), // a fraction
+            (GEN, "250101000000Z"),    // UTCTime text as GeneralizedTime
+            (UTC, "20250101000000Z"),  // and the reverse
+            (0x04, "250101000000Z"),   // not a time
+        ] {
+            assert_eq!(validity(&cert(good, bad, true)), None, "{bad:?}");
+            assert_eq!(validity(&cert(bad, good, true)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_der_is_refused() {
+        let c = cert((UTC, "250101000000Z"), (UTC, "260101000000Z"), true);
+        assert!(validity(&c).is_some());
+        // Every truncation fails cleanly.
+        for n in 0..c.len() {
+            assert_eq!(validity(&c[..n]), None, "truncated to {n}");
+        }
+        // Not a SEQUENCE; an indefinite length; a 5-byte length.
+        let mut x = c.clone();
+        x[0] = 0x31;
+        assert_eq!(validity(&x), None);
+        assert_eq!(validity(&[0x30, 0x80, 0x00, 0x00]), None);
+        assert_eq!(validity(&[0x30, 0x85, 1, 0, 0, 0, 0]), None);
+        // A length beyond the input.
+        assert_eq!(validity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x30]), None);
+        // Garbage never panics.
+        let mut seed = 0x1234_5678u32;
+        for len in 0..300 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            let _ = validity(&junk);
+        }
+    }
+}
