@@ -121,7 +121,7 @@ do {
       // leak grows in the second half.
       return [
         b - a >= 2 * 2 ** 20 && `${name} engine heap grew by ${b - a} bytes`,
-        s.inputs >= 20_000 && b - m >= 128 * 1024 &&
+        s.inputs >= 50_000 && b - m >= 256 * 1024 &&
         `${name} engine heap grew by ${b - m} bytes in the second half`,
       ];
     }),
