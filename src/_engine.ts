@@ -1052,6 +1052,22 @@ function deliverKeyLog(keyLog: (line: string) => void, line: string): void {
   }
 }
 
+/** Delivers the key log lines the engine buffered during the last call. */
+function drainKeyLog(
+  e: Engine,
+  keyLog: ((line: string) => void) | undefined,
+): void {
+  if (keyLog === undefined || e.poisoned) return;
+  const x = e.x;
+  const len = e.call(() => x.mimic_keylog_take());
+  if (len <= 0) return;
+  const ptr = e.call(() => x.mimic_result_ptr()) >>> 0;
+  const text = decoder.decode(e.mem().subarray(ptr, ptr + len));
+  for (const line of text.split("\n")) {
+    if (line !== "") deliverKeyLog(keyLog, line + "\n");
+  }
+}
+
 class EngineSession implements Session {
   readonly #engine: Engine;
   readonly #handle: number;
@@ -1085,18 +1101,7 @@ class EngineSession implements Session {
    * they are this session's). Runs after every call that processes TLS.
    */
   #drainKeyLog(): void {
-    const keyLog = this.#keyLog;
-    if (keyLog === undefined) return;
-    const e = this.#engine;
-    if (e.poisoned) return;
-    const x = e.x;
-    const len = e.call(() => x.mimic_keylog_take());
-    if (len <= 0) return;
-    const ptr = e.call(() => x.mimic_result_ptr()) >>> 0;
-    const text = decoder.decode(e.mem().subarray(ptr, ptr + len));
-    for (const line of text.split("\n")) {
-      if (line !== "") deliverKeyLog(keyLog, line + "\n");
-    }
+    drainKeyLog(this.#engine, this.#keyLog);
   }
 
   #check(): Engine {
@@ -1558,8 +1563,13 @@ class EngineAcceptor implements HelloAcceptor {
     const [key, encoded] = encodeServer(options);
     const config = e.config("server", key, encoded);
     const h = e.call(() => e.x.mimic_acceptor_accept(this.#handle, config));
-    if (h < 0) throw e.error(h);
-    return new EngineSession(e, h);
+    if (h < 0) {
+      // Secrets derived before the failure are this session's.
+      const error = e.error(h);
+      drainKeyLog(e, options.keyLog);
+      throw error;
+    }
+    return new EngineSession(e, h, options.keyLog);
   }
 
   free(): void {
