@@ -688,6 +688,17 @@ async function instantiate(mode: EngineMode): Promise<Engine> {
  * self-test's verdict) or the engine's own ciphers, and the default suite
  * order. Loads the engine if it is not loaded yet.
  *
+ * @example Where TLS runs on this runtime
+ * ```ts
+ * import { engineInfo } from "@mimic/mimic/tls";
+ * import assert from "node:assert/strict";
+ *
+ * const info = await engineInfo();
+ * // On Deno: "node:crypto (Deno 2.9.6)", ChaCha20-Poly1305 first.
+ * assert.ok(info.hostAead === null || info.hostAead.startsWith("node:crypto"));
+ * assert.equal(info.suiteOrder.length, 3);
+ * ```
+ *
  * @returns The engine's information.
  */
 export async function engineInfo(): Promise<EngineInfo> {

@@ -76,7 +76,7 @@ import { readableFromFlow, writableFromFlow } from "./_streams.ts";
 import { abortable, closeQuietly, messageOf, writeAll } from "./_util.ts";
 import { errors } from "./errors.ts";
 
-export { TlsError } from "./_engine.ts";
+export { type EngineInfo, engineInfo, TlsError } from "./_engine.ts";
 export type { ClientHelloInfo, TlsErrorCode } from "./_engine.ts";
 export type { PeerCertificate } from "./_x509.ts";
 export type { Arg, ArgTypes, Context, Flow, Protocol, Value };
