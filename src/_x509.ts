@@ -11,6 +11,8 @@
  * @module
  */
 
+import { formatIp } from "./_ip.ts";
+
 /** The peer's leaf certificate, parsed. */
 export interface PeerCertificate {
   /**
@@ -381,28 +383,7 @@ function time(t: Tlv): Date {
 
 /** An IP address's text: dotted IPv4, or IPv6 compressed (RFC 5952). */
 function ip(b: Uint8Array): string {
-  if (b.length === 4) return Array.from(b).join(".");
-  if (b.length !== 16) return hex(b, ":");
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
-  // The longest run (first if tied) of two or more zero groups becomes "::".
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const h = groups.map((g) => g.toString(16));
-  if (best < 0) return h.join(":");
-  return `${h.slice(0, best).join(":")}::${h.slice(best + bestLen).join(":")}`;
+  return b.length === 4 || b.length === 16 ? formatIp(b) : hex(b, ":");
 }
 
 function altNames(extnValue: Uint8Array): string[] {
