@@ -18,7 +18,10 @@ import {
 import { clientSession, serverSession, type Session } from "../src/_engine.ts";
 import { fixture, fixturePath as path } from "./_helpers.ts";
 import { runGoTlsClient, startGoTlsServer } from "./servers/go_tls.ts";
-import { OpensslServer } from "./servers/openssl.ts";
+import {
+  opensslClient as sharedOpensslClient,
+  OpensslServer,
+} from "./servers/openssl.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -173,45 +176,13 @@ async function revLine(flow: TlsFlow): Promise<string> {
   return got;
 }
 
-/** Runs `openssl s_client` against 127.0.0.1:port with `input` on stdin. */
-async function opensslClient(
+/** `openssl s_client` against 127.0.0.1:port, its full output (not -brief). */
+function opensslClient(
   port: number,
   args: string[],
   input = "hello\n",
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command("openssl", {
-    args: [
-      "s_client",
-      "-connect",
-      `127.0.0.1:${port}`,
-      "-CAfile",
-      path("ca.pem"),
-      "-servername",
-      "localhost",
-      "-verify_hostname",
-      "localhost",
-      "-verify_return_error",
-      "-ign_eof",
-      ...args,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    const writer = child.stdin.getWriter();
-    await writer.write(encoder.encode(input));
-    await writer.close();
-    const { code, stdout, stderr } = await child.output();
-    return {
-      code,
-      stdout: decoder.decode(stdout),
-      stderr: decoder.decode(stderr),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
+  return sharedOpensslClient(port, args, input, { brief: false });
 }
 
 /** The NSS lines of an OpenSSL/Go key log file (comments dropped). */

@@ -120,11 +120,16 @@ export class OpensslServer implements AsyncDisposable {
   }
 }
 
-/** Runs `openssl s_client` against 127.0.0.1:port, feeding it `input`. */
+/**
+ * Runs `openssl s_client` against 127.0.0.1:port, feeding it `input`;
+ * `-brief` unless `brief: false` (the full output names a resumed session,
+ * exported keying material, ...). Killed after 30 s.
+ */
 export async function opensslClient(
   port: number,
   args: string[],
-  input: string,
+  input = "hello\n",
+  options: { brief?: boolean } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command("openssl", {
     args: [
@@ -139,14 +144,14 @@ export async function opensslClient(
       "localhost",
       "-verify_return_error",
       "-ign_eof",
-      "-brief",
+      ...(options.brief === false ? [] : ["-brief"]),
       ...args,
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
   try {
     const writer = child.stdin.getWriter();
     await writer.write(encoder.encode(input));
