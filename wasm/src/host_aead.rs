@@ -150,55 +150,52 @@ impl HostKey {
         (h > 0).then_some(HostKey(h))
     }
 
-    /// Encrypts `data` in place; returns the tag.
-    pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
-        let mut tag = [0u8; TAG_LEN];
-        // SAFETY: every (ptr, len) is a valid buffer for the call's duration;
-        // the host writes only `data` and the 16 bytes of `tag`.
-        let r = unsafe {
-            imports::mimic_host_seal(
-                self.0,
-                nonce.as_ptr(),
-                aad.as_ptr(),
-                aad.len(),
-                data.as_mut_ptr(),
-                data.len(),
-                tag.as_mut_ptr(),
-            )
+    /// Seals (`seal`) or opens `data` in place with the host; `tag` is
+    /// written by a seal and read by an open.
+    fn crypt(
+        &self,
+        seal: bool,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &mut [u8; 16],
+    ) -> Result<(), ()> {
+        let call = if seal {
+            imports::mimic_host_seal
+        } else {
+            imports::mimic_host_open
         };
+        let (n, a, d, t) = (
+            nonce.as_ptr(),
+            aad.as_ptr(),
+            data.as_mut_ptr(),
+            tag.as_mut_ptr(),
+        );
+        // SAFETY: every (ptr, len) is a valid buffer for the call's duration;
+        // the host writes only `data` and, sealing, the 16 bytes of `tag`.
+        let r = unsafe { call(self.0, n, a, aad.len(), d, data.len(), t) };
         if r == 0 {
-            Ok(tag)
+            Ok(())
         } else {
             Err(())
         }
     }
+}
 
-    /// Verifies `tag` and decrypts `data` in place.
-    pub fn open(
+impl RecordAead for HostKey {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
+        let mut tag = [0u8; TAG_LEN];
+        self.crypt(true, nonce, aad, data, &mut tag).map(|()| tag)
+    }
+
+    fn open(
         &self,
         nonce: &[u8; 12],
         aad: &[u8],
         data: &mut [u8],
         tag: &[u8; 16],
     ) -> Result<(), ()> {
-        let mut tag = *tag;
-        // SAFETY: as in seal; the host only reads `tag`.
-        let r = unsafe {
-            imports::mimic_host_open(
-                self.0,
-                nonce.as_ptr(),
-                aad.as_ptr(),
-                aad.len(),
-                data.as_mut_ptr(),
-                data.len(),
-                tag.as_mut_ptr(),
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(())
-        }
+        self.crypt(false, nonce, aad, data, &mut { *tag })
     }
 }
 
@@ -249,21 +246,6 @@ impl Tls13AeadAlgorithm for HostAead {
 
     fn fips(&self) -> bool {
         false
-    }
-}
-
-impl RecordAead for HostKey {
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16], ()> {
-        HostKey::seal(self, nonce, aad, data)
-    }
-    fn open(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        tag: &[u8; 16],
-    ) -> Result<(), ()> {
-        HostKey::open(self, nonce, aad, data, tag)
     }
 }
 
@@ -468,7 +450,13 @@ mod vector_tests {
         let k128 = "feffe9928665731c6d6a8f9467308308";
         let k256 = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308";
         vec![
-            v(Alg::Aes128Gcm, "00000000000000000000000000000000", z12, "", "58e2fccefa7e3061367f1d57a4e7455a"),
+            v(
+                Alg::Aes128Gcm,
+                "00000000000000000000000000000000",
+                z12,
+                "",
+                "58e2fccefa7e3061367f1d57a4e7455a",
+            ),
             v(
                 Alg::Aes128Gcm,
                 "00000000000000000000000000000000",
@@ -529,7 +517,10 @@ mod vector_tests {
             let mut sealed = v.sealed.to_vec();
             for i in [0, sealed.len() / 2, sealed.len() - 1] {
                 sealed[i] ^= 1;
-                let bad = Vector { sealed: Box::leak(sealed.clone().into_boxed_slice()), ..v };
+                let bad = Vector {
+                    sealed: Box::leak(sealed.clone().into_boxed_slice()),
+                    ..v
+                };
                 assert!(!ring_agrees(&bad), "{:?} byte {i}", v.alg);
                 sealed[i] ^= 1;
             }
@@ -544,7 +535,11 @@ mod vector_tests {
         let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, v.key).unwrap());
         let mut data = v.sealed.to_vec();
         let plain = key
-            .open_in_place(RingNonce::assume_unique_for_key(v.nonce), Aad::from(v.aad), &mut data)
+            .open_in_place(
+                RingNonce::assume_unique_for_key(v.nonce),
+                Aad::from(v.aad),
+                &mut data,
+            )
             .unwrap();
         assert_eq!(plain, v.plaintext);
     }
