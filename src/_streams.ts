@@ -185,3 +185,69 @@ export function writableFromFlow(
     },
   });
 }
+
+/**
+ * Bytes a cancelled readable had read and not delivered (the `unread`
+ * option of {@linkcode readableFromFlow}): the flow's next reads take them
+ * before anything else, so `read` and `readable` keep one position.
+ *
+ * @example Put back, then read first
+ * ```ts
+ * import { Unread } from "./_streams.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const unread = new Unread();
+ * unread.unshift(new Uint8Array([3, 4]));
+ * unread.unshift(new Uint8Array([1, 2]));
+ * const p = new Uint8Array(3);
+ * assert.equal(unread.take(p), 3);
+ * assert.deepEqual([...p], [1, 2, 3]);
+ * assert.equal(unread.size, 1);
+ * ```
+ */
+export class Unread {
+  #bytes: Uint8Array | undefined;
+
+  /** How many bytes are kept. */
+  get size(): number {
+    return this.#bytes?.length ?? 0;
+  }
+
+  /**
+   * Puts a copy of `bytes` in front of those kept.
+   *
+   * @param bytes The bytes a cancelled pull had read.
+   */
+  unshift(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    const rest = this.#bytes;
+    if (rest === undefined) {
+      this.#bytes = bytes.slice();
+      return;
+    }
+    const all = new Uint8Array(bytes.length + rest.length);
+    all.set(bytes);
+    all.set(rest, bytes.length);
+    this.#bytes = all;
+  }
+
+  /**
+   * Moves up to `p.length` kept bytes into `p`.
+   *
+   * @param p Where to put them.
+   * @returns The count moved (0 when none is kept).
+   */
+  take(p: Uint8Array): number {
+    const kept = this.#bytes;
+    if (kept === undefined) return 0;
+    const n = Math.min(p.length, kept.length);
+    p.set(kept.subarray(0, n));
+    this.#bytes = n === kept.length ? undefined : kept.subarray(n);
+    return n;
+  }
+
+  /** Drops what is kept. */
+  clear(): void {
+    this.#bytes = undefined;
+  }
+}

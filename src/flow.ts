@@ -8,7 +8,7 @@
  */
 
 import { errors } from "./errors.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { readableFromFlow, Unread, writableFromFlow } from "./_streams.ts";
 import { closeQuietly } from "./_util.ts";
 
 /**
@@ -153,7 +153,7 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
   #closed = false;
   #writeClosed = false;
   #eof = false;
-  #unread: Uint8Array | undefined;
+  readonly #unread = new Unread();
   #reading = 0;
   #readTail: Promise<number | null> | undefined;
   #readReject: ((error: unknown) => void) | undefined;
@@ -217,13 +217,9 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
       this.#reading--;
       return Promise.reject(this.#interrupted("read from"));
     }
-    const unread = this.#unread;
-    if (unread !== undefined) {
+    if (this.#unread.size > 0) {
       this.#reading--;
-      const n = Math.min(p.length, unread.length);
-      p.set(unread.subarray(0, n));
-      this.#unread = n === unread.length ? undefined : unread.subarray(n);
-      return Promise.resolve(n);
+      return Promise.resolve(this.#unread.take(p));
     }
     if (this.#eof) {
       this.#reading--;
@@ -272,15 +268,7 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
 
   /** Puts bytes a cancelled readable had read back in front. */
   #unshift(bytes: Uint8Array): void {
-    if (this.#closed || bytes.length === 0) return;
-    const rest = this.#unread;
-    if (rest === undefined) this.#unread = bytes.slice();
-    else {
-      const all = new Uint8Array(bytes.length + rest.length);
-      all.set(bytes);
-      all.set(rest, bytes.length);
-      this.#unread = all;
-    }
+    if (!this.#closed) this.#unread.unshift(bytes);
   }
 
   /**
@@ -380,7 +368,7 @@ export class SourceFlow implements Flow, Disposable, AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     this.#writeClosed = true;
-    this.#unread = undefined;
+    this.#unread.clear();
     this.#readReject?.(this.#interrupted("read from"));
     this.#writeReject?.(this.#interrupted("write to"));
     if (this.#source.close !== undefined) {

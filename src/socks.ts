@@ -38,7 +38,7 @@ import { errors } from "./errors.ts";
 import type { Flow } from "./flow.ts";
 import { type Protocol, register } from "./protocol.ts";
 import { resolve as resolveContext } from "./resolve.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { readableFromFlow, Unread, writableFromFlow } from "./_streams.ts";
 import { abortable, closeQuietly, writeAll } from "./_util.ts";
 import { formatIp, parseIpv4, parseIpv6 } from "./_ip.ts";
 
@@ -235,7 +235,7 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
 
   #closed = false;
   /** Bytes a cancelled pull of `readable` had read: the next read's. */
-  #unread: Uint8Array | undefined;
+  readonly #unread = new Unread();
   /** The read of `readable` in flight: later reads follow it. */
   #pull: Promise<void> | undefined;
 
@@ -290,12 +290,8 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
     if (this.#closed) return Promise.reject(this.#closedError("read from"));
     const pull = this.#pull;
     if (pull !== undefined) return pull.then(() => this.read(p));
-    const unread = this.#unread;
-    if (unread !== undefined && p.length > 0) {
-      const n = Math.min(p.length, unread.length);
-      p.set(unread.subarray(0, n));
-      this.#unread = n === unread.length ? undefined : unread.subarray(n);
-      return Promise.resolve(n);
+    if (this.#unread.size > 0 && p.length > 0) {
+      return Promise.resolve(this.#unread.take(p));
     }
     return this.inner.read(p);
   }
@@ -311,15 +307,7 @@ export class SocksFlow implements Flow, AsyncDisposable, Disposable {
   }
 
   #unshift(bytes: Uint8Array): void {
-    if (this.#closed || bytes.length === 0) return;
-    const rest = this.#unread;
-    if (rest === undefined) this.#unread = bytes.slice();
-    else {
-      const all = new Uint8Array(bytes.length + rest.length);
-      all.set(bytes);
-      all.set(rest, bytes.length);
-      this.#unread = all;
-    }
+    if (!this.#closed) this.#unread.unshift(bytes);
   }
 
   /**

@@ -72,7 +72,7 @@ import {
 } from "./_engine.ts";
 import { acceptHello } from "./_accept.ts";
 import { type PeerCertificate, peerCertificate } from "./_x509.ts";
-import { readableFromFlow, writableFromFlow } from "./_streams.ts";
+import { readableFromFlow, Unread, writableFromFlow } from "./_streams.ts";
 import { abortable, closeQuietly, messageOf, writeAll } from "./_util.ts";
 import { errors } from "./errors.ts";
 
@@ -514,7 +514,7 @@ class TlsConn implements TlsFlow {
   /** The inner flow's read failure, repeated by every later read. */
   #transportError: { error: unknown } | undefined;
   /** Bytes a cancelled readable had read and not delivered: read first. */
-  #unread: Uint8Array = EMPTY;
+  readonly #unread = new Unread();
   #writeClosed = false;
   #closeWrite: Promise<void> | undefined;
   #closed = false;
@@ -671,14 +671,7 @@ class TlsConn implements TlsFlow {
   async #read(p: Uint8Array): Promise<number | null> {
     for (;;) {
       if (this.#closed) throw this.#interruptedError("read from");
-      if (this.#unread.length > 0) {
-        const n = Math.min(p.length, this.#unread.length);
-        p.set(this.#unread.subarray(0, n));
-        this.#unread = n === this.#unread.length
-          ? EMPTY
-          : this.#unread.subarray(n);
-        return n;
-      }
+      if (this.#unread.size > 0) return this.#unread.take(p);
       const n = this.#session.read(p);
       if (n !== 0) return n;
       await this.#receive();
@@ -844,14 +837,7 @@ class TlsConn implements TlsFlow {
     return this.#readable ??= readableFromFlow(
       (p) => this.read(p),
       () => {},
-      {
-        unread: (bytes) => {
-          const all = new Uint8Array(bytes.length + this.#unread.length);
-          all.set(bytes);
-          all.set(this.#unread, bytes.length);
-          this.#unread = all;
-        },
-      },
+      { unread: (bytes) => this.#unread.unshift(bytes) },
     );
   }
 
