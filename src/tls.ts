@@ -515,7 +515,7 @@ class TlsConn implements TlsFlow {
   #transportError: { error: unknown } | undefined;
   /** Bytes a cancelled readable had read and not delivered: read first. */
   readonly #unread = new Unread();
-  #writeClosed = false;
+  /** closeWrite()'s task: set once, the write side is closed. */
   #closeWrite: Promise<void> | undefined;
   #closed = false;
   /** Rejected by close(): pending reads and writes end with Interrupted. */
@@ -680,7 +680,7 @@ class TlsConn implements TlsFlow {
 
   write(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(closedError("write to"));
-    if (this.#writeClosed) {
+    if (this.#closeWrite !== undefined) {
       return Promise.reject(
         new errors.BrokenPipe(
           "Cannot write to TLS flow: it is closed for writing",
@@ -754,7 +754,6 @@ class TlsConn implements TlsFlow {
   closeWrite(): Promise<void> {
     if (this.#closed) return Promise.reject(closedError("close"));
     if (this.#closeWrite !== undefined) return this.#closeWrite;
-    this.#writeClosed = true;
     const task = this.#writing.then(async () => {
       if (this.#closed) throw this.#interruptedError();
       this.#session.closeNotify();
@@ -775,7 +774,6 @@ class TlsConn implements TlsFlow {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#writeClosed = true;
     this.#interrupt(
       new errors.Interrupted(
         "Cannot complete the operation on the TLS flow: it was closed meanwhile",
